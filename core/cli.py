@@ -1,0 +1,150 @@
+"""Command-line interface: ``python -m core <command> --help``.
+
+Every command honours ``SARCOPENIA_DATA_DIR`` and ``DATABASE_URL`` exactly as the app does
+(``core.config``), upgrades the schema first, shows a progress bar for long work, and on
+failure exits non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core import config
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandError(RuntimeError):
+    """A failure with a message meant for the user; printed as one line."""
+
+
+def open_database():
+    """Upgrade the schema and return the app's database handle."""
+    from db.engine import Database
+    from db.migrate import upgrade
+
+    url = config.database_url()
+    upgrade(url)
+    return Database(url)
+
+
+def progress_bar(description: str) -> Callable[[int, int], None]:
+    bar: tqdm | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit="case", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core.demo import NotEmptyError, load_demo
+    from core.store import ImageStore
+    from db.cases import count_patients
+
+    db = open_database()
+    with db.read() as session:
+        if args.if_empty and count_patients(session):
+            print("The database already holds patients; demo cohort not loaded.")
+            return 0
+    try:
+        n = load_demo(
+            db,
+            ImageStore(config.images_dir()),
+            seed=args.seed,
+            n=args.patients,
+            progress=progress_bar("Rendering demo cohort"),
+        )
+    except NotEmptyError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"Loaded {n} synthetic demo patients into {db.url}.")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.archive import BundleError, open_bundle
+    from core.importer import import_bundle
+    from core.store import ImageStore
+
+    db = open_database()
+    try:
+        bundle = open_bundle(Path(args.path))
+    except BundleError as exc:
+        raise CommandError(str(exc)) from None
+    report = import_bundle(
+        bundle,
+        db,
+        ImageStore(config.images_dir()),
+        skip_invalid=args.skip_invalid,
+        actor_name=args.actor,
+        progress=progress_bar("Checking cases"),
+    )
+    for problem in report.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Sarcopenia ultrasound toolkit. Data folder: $SARCOPENIA_DATA_DIR "
+        "(default ./data); database: $DATABASE_URL (default SQLite in the data folder).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="load the synthetic demo cohort into an empty database")
+    demo.add_argument("--seed", type=int, default=2022, help="cohort seed (default 2022)")
+    demo.add_argument("--patients", type=int, default=None, help="cohort size (default 160)")
+    demo.add_argument(
+        "--if-empty", action="store_true", help="do nothing (exit 0) when patients exist"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    imp = sub.add_parser(
+        "import",
+        help="import cases from a zip or folder with manifest.csv",
+        description="Import a zip or folder holding manifest.csv and the images it names. "
+        "All or nothing unless --skip-invalid.",
+    )
+    imp.add_argument("path", help="zip file or folder")
+    imp.add_argument(
+        "--skip-invalid", action="store_true", help="import valid rows, report the rest"
+    )
+    imp.add_argument("--actor", default=None, help="username recorded in the audit trail")
+    imp.set_defaults(handler=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("SARCOPENIA_DEBUG"):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"error: {type(exc).__name__}: {reason} (set SARCOPENIA_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,176 @@
+"""Load the synthetic demo cohort (``core.cohort`` + ``core.phantom``) into the database.
+
+Everything is labelled synthetic: patient codes start with ``DEMO-`` and the rows carry
+``synthetic=True``. Besides the patients, it creates the demo accounts: an admin, two
+human reader accounts with empty queues, and two simulated radiologists whose grades
+and crop boxes are already in (so agreement and consensus have data from the start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import phantom
+from core.boxes import Box
+from core.cohort import SyntheticPatient, synthetic_cohort
+from core.importer import encode_png
+from core.store import ImageStore, sha256_hex
+from db import audit
+from db.cases import count_patients
+from db.engine import Database
+from db.models import CropBox, CtMeasurement, Grade, Image, Patient, Reader
+from db.readers import ensure_reader
+
+DEMO_SEED = 2022
+DEMO_PATIENTS = 160
+"""The study's cohort size (Yi et al. 2022)."""
+DEMO_ACCOUNTS = (
+    ("admin", "Demo administrator", "admin"),
+    ("radiologist1", "Radiologist 1", "reader"),
+    ("radiologist2", "Radiologist 2", "reader"),
+)
+SIMULATED_READERS = (
+    ("sim_reader_a", "Simulated reader A (13 y experience)"),
+    ("sim_reader_b", "Simulated reader B (5 y experience)"),
+)
+Progress = Callable[[int, int], None]
+
+
+class NotEmptyError(RuntimeError):
+    """The demo cohort only loads into a database without patients."""
+
+
+@dataclass(frozen=True)
+class RenderedCase:
+    patient: SyntheticPatient
+    gsu_png: bytes
+    swe_png: bytes
+    us_box: Box
+    color_box: Box
+
+
+def render_patient(patient: SyntheticPatient) -> RenderedCase:
+    case = phantom.render_case(
+        patient.seed,
+        patient.true_grade,
+        patient.quality,
+        patient.swe_median_kpa,
+        scan_date=patient.us_date,
+    )
+    return RenderedCase(
+        patient, encode_png(case.gsu), encode_png(case.swe), case.us_box, case.color_box
+    )
+
+
+def _jitter(box: Box, rng: np.random.Generator, px: int) -> Box:
+    """A reader's box: the true box with a few pixels of hand-drawn imprecision."""
+    dx, dy, dw, dh = (int(v) for v in rng.integers(-px, px + 1, size=4))
+    x, y = max(box.x + dx, 0), max(box.y + dy, 0)
+    return Box(x, y, max(box.w + dw, 16), max(box.h + dh, 16))
+
+
+def _add_patient(
+    session, rendered: RenderedCase, paths: dict[str, str], sims: list[Reader], rng
+) -> None:
+    p = rendered.patient
+    patient = Patient(
+        code=p.code,
+        sex=p.sex,
+        age=p.age,
+        height_cm=p.height_cm,
+        weight_kg=p.weight_kg,
+        us_date=p.us_date,
+        synthetic=True,
+    )
+    patient.ct = CtMeasurement(
+        sma_cm2=p.l3_sma_cm2, ct_date=p.ct_date, exclusion_reason=p.exclusion_reason
+    )
+    for modality, png in (("GSU", rendered.gsu_png), ("SWE", rendered.swe_png)):
+        sha = sha256_hex(png)
+        patient.images.append(
+            Image(
+                modality=modality,
+                sha256=sha,
+                path=paths[sha],
+                width=640,
+                height=480,
+                source_format="png",
+                acquisition_date=p.us_date,
+            )
+        )
+    session.add(patient)
+    session.flush()
+    gsu, swe = patient.images[0], patient.images[1]
+    for reader, grade in zip(sims, p.reader_grades, strict=True):
+        session.add(Grade(image_id=gsu.id, reader_id=reader.id, grade=grade))
+        for image, truth in ((gsu, rendered.us_box), (swe, rendered.color_box)):
+            box = _jitter(truth, rng, 6)
+            session.add(
+                CropBox(
+                    image_id=image.id,
+                    owner_key=f"reader:{reader.id}",
+                    source="reader",
+                    reader_id=reader.id,
+                    x=box.x,
+                    y=box.y,
+                    w=box.w,
+                    h=box.h,
+                )
+            )
+        audit.record(
+            session,
+            actor=reader,
+            action="grade.create",
+            entity="grade",
+            entity_id=None,
+            patient_id=patient.id,
+            after={"grade": grade, "image_id": gsu.id},
+        )
+
+
+def load_demo(
+    db: Database,
+    store: ImageStore,
+    *,
+    seed: int = DEMO_SEED,
+    n: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Render and store the demo cohort; returns the number of patients loaded."""
+    with db.read() as session:
+        if count_patients(session):
+            raise NotEmptyError(
+                "The database already holds patients; the demo loads only into an empty one."
+            )
+    cohort = synthetic_cohort(seed=seed, n=n or DEMO_PATIENTS)
+    rendered: list[RenderedCase] = []
+    paths: dict[str, str] = {}
+    created: list[str] = []
+    try:
+        for index, patient in enumerate(cohort):
+            case = render_patient(patient)
+            for png in (case.gsu_png, case.swe_png):
+                sha = sha256_hex(png)
+                paths[sha], new = store.put(png, sha, ".png")
+                if new:
+                    created.append(paths[sha])
+            rendered.append(case)
+            if progress:
+                progress(index + 1, len(cohort))
+
+        def work(session) -> None:
+            for username, name, role in DEMO_ACCOUNTS:
+                ensure_reader(session, username, name, role)
+            sims = [ensure_reader(session, u, name, "reader") for u, name in SIMULATED_READERS]
+            rng = np.random.default_rng(seed)
+            for case in rendered:
+                _add_patient(session, case, paths, sims, rng)
+
+        db.write(work)
+    except BaseException:
+        store.remove(created)
+        raise
+    return len(rendered)

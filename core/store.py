@@ -1,0 +1,78 @@
+"""Content-addressed image store: files are written once, named by their sha256.
+
+A file is written to a temporary name and renamed into place, so a crash never leaves
+a half-written image under a real name; ``sweep_orphans`` removes what a killed import
+left behind (files the database does not know).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+TMP_PREFIX = ".incoming-"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    """Image files under ``root``; callers keep only the relative path returned by ``put``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def relpath_for(self, sha256: str, suffix: str) -> str:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"Not a sha256 hex digest: {sha256!r}")
+        return f"{sha256[:2]}/{sha256}{suffix}"
+
+    def path(self, relpath: str) -> Path:
+        """Absolute path of a stored file; refuses paths that would leave the store."""
+        full = (self.root / relpath).resolve()
+        if self.root.resolve() not in full.parents:
+            raise ValueError(f"Refusing a path outside the image store: {relpath!r}")
+        return full
+
+    def put(self, data: bytes, sha256: str, suffix: str) -> tuple[str, bool]:
+        """Store ``data`` as ``<sha256><suffix>``; returns (relative path, newly created)."""
+        relpath = self.relpath_for(sha256, suffix)
+        target = self.path(relpath)
+        if target.exists():
+            return relpath, False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return relpath, True
+
+    def read(self, relpath: str) -> bytes:
+        return self.path(relpath).read_bytes()
+
+    def remove(self, relpaths: Iterable[str]) -> None:
+        for relpath in relpaths:
+            self.path(relpath).unlink(missing_ok=True)
+
+    def sweep_orphans(self, known: set[str]) -> list[str]:
+        """Delete files the database does not reference, and leftover temporary files."""
+        removed = []
+        for file in self.root.rglob("*"):
+            if not file.is_file():
+                continue
+            rel = file.relative_to(self.root).as_posix()
+            if file.name.startswith(TMP_PREFIX) or rel not in known:
+                file.unlink(missing_ok=True)
+                removed.append(rel)
+        return removed

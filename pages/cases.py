@@ -1,0 +1,208 @@
+"""Cases: the patient list with status and filters, one patient's images, metadata edits."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.archive import BundleError, ZipBundle
+from core.demo import load_demo
+from core.importer import import_bundle
+from core.manifest import (
+    FieldError,
+    check_age,
+    check_date,
+    check_height,
+    check_reason,
+    check_sma,
+    check_weight,
+)
+from db.cases import (
+    CaseFilter,
+    case_labels,
+    count_patients,
+    get_patient,
+    list_cases,
+    update_patient,
+)
+from db.readers import get_reader
+from pages.components import current_reader, display_pixels, get_db, get_store, show_image
+
+PAGE_SIZE = 50
+
+db = get_db()
+reader = current_reader()
+st.title("Cases")
+
+with db.read() as session:
+    empty = count_patients(session) == 0
+
+if empty:
+    st.info("The database is empty.")
+    st.markdown(
+        "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
+        "study (sex, age, echogenicity grades, CT eligibility, sarcopenia). Every image is "
+        "a computer-generated phantom, not a patient scan."
+    )
+    if st.button("Load the synthetic demo cohort", type="primary"):
+        bar = st.progress(0.0, text="Rendering synthetic scans…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"Rendering synthetic scans… {done}/{total}")
+
+        n = load_demo(db, get_store(), progress=progress)
+        st.success(f"Loaded {n} synthetic patients.")
+        st.rerun()
+    st.stop()
+
+
+def filters() -> CaseFilter:
+    cols = st.columns([2, 1, 2, 1])
+    code = cols[0].text_input("Patient code contains", max_chars=64)
+    sex = cols[1].selectbox("Sex", ["any", "M", "F"])
+    sarcopenia = cols[2].selectbox(
+        "Sarcopenia (CT)", ["any", "sarcopenic", "not sarcopenic", "excluded"]
+    )
+    consensus = cols[3].selectbox("Consensus", ["any", "done", "pending"])
+    return CaseFilter(code, sex, sarcopenia, consensus)
+
+
+case_filter = filters()
+with db.read() as session:
+    _, total = list_cases(session, case_filter, limit=1)
+pages = max(1, -(-total // PAGE_SIZE))
+page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
+with db.read() as session:
+    rows, total = list_cases(session, case_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+st.caption(f"{total} patient(s) match.")
+table = pd.DataFrame([r.__dict__ for r in rows]).drop(columns=["id"], errors="ignore")
+selection = st.dataframe(
+    table,
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="single-row",
+    key="case_table",
+    column_config={
+        "code": "Patient",
+        "smi": st.column_config.NumberColumn("SMI (cm²/m²)", format="%.1f"),
+        "grades_done": "Grades",
+        "consensus": "Consensus grade",
+    },
+)
+chosen = selection.selection.rows if selection else []
+code = rows[chosen[0]].code if chosen and chosen[0] < len(rows) else None
+
+
+def patient_detail(code: str) -> None:
+    with db.read() as session:
+        patient = get_patient(session, code)
+        if patient is None:
+            st.warning("That patient no longer exists.")
+            return
+        derived = case_labels(patient)
+        images = {i.modality: i.path for i in patient.images}
+    st.subheader(f"Patient {patient.code}")
+    facts = st.columns(5)
+    facts[0].metric("Sex / age", f"{patient.sex} / {patient.age}")
+    facts[1].metric("Height", f"{patient.height_cm:.0f} cm")
+    facts[2].metric("SMI", f"{derived.smi:.1f}" if derived.smi else "—")
+    facts[3].metric("Sarcopenia", {True: "yes", False: "no", None: "excluded"}[derived.sarcopenic])
+    facts[4].metric(
+        "US–CT days", derived.interval_days if derived.interval_days is not None else "—"
+    )
+    if derived.exclusion_reason:
+        st.caption(f"Excluded from CT labels: {derived.exclusion_reason}")
+    left, right = st.columns(2)
+    for column, modality in ((left, "GSU"), (right, "SWE")):
+        with column:
+            if modality in images:
+                show_image(display_pixels(images[modality]), caption=modality)
+            else:
+                st.caption(f"No {modality} image.")
+    if reader is not None and reader.role == "admin":
+        edit_form(patient)
+
+
+def edit_form(patient) -> None:
+    ct = patient.ct
+    with st.expander("Edit metadata (admin)"), st.form(f"edit-{patient.code}"):
+        cols = st.columns(3)
+        sex = cols[0].selectbox("Sex", ["M", "F"], index=["M", "F"].index(patient.sex))
+        age = cols[1].number_input("Age", 0, 120, patient.age)
+        height = cols[2].number_input("Height (cm)", 50.0, 250.0, float(patient.height_cm))
+        weight = cols[0].text_input(
+            "Weight (kg)", f"{patient.weight_kg:g}" if patient.weight_kg else ""
+        )
+        us_date = cols[1].text_input(
+            "US date", patient.us_date.isoformat() if patient.us_date else ""
+        )
+        ct_date = cols[2].text_input("CT date", ct.ct_date.isoformat() if ct and ct.ct_date else "")
+        sma = cols[0].text_input("L3 SMA (cm²)", f"{ct.sma_cm2:g}" if ct and ct.sma_cm2 else "")
+        reason = cols[1].text_input("Exclusion reason", (ct.exclusion_reason or "") if ct else "")
+        if not st.form_submit_button("Save"):
+            return
+    try:
+        patient_changes = {
+            "sex": sex,
+            "age": check_age(age),
+            "height_cm": check_height(height),
+            "weight_kg": check_weight(weight),
+            "us_date": check_date("US date", us_date),
+        }
+        ct_changes = {
+            "ct_date": check_date("CT date", ct_date),
+            "sma_cm2": check_sma(sma),
+            "exclusion_reason": check_reason(reason),
+        }
+    except FieldError as exc:
+        st.error(f"Not saved: {exc}")
+        return
+
+    def work(session) -> None:
+        fresh = get_patient(session, patient.code)
+        actor = get_reader(session, reader.username)
+        update_patient(session, fresh, actor, patient_changes, ct_changes)
+
+    db.write(work)
+    st.success("Saved; SMI and sarcopenia were recomputed.")
+    st.rerun()
+
+
+if code:
+    patient_detail(code)
+
+if reader is not None and reader.role == "admin":
+    with st.expander("Import cases (zip with manifest.csv)"):
+        st.caption(
+            "Columns: patient_code, sex, age, height_cm, weight_kg, gsu_file, swe_file, "
+            "us_date, ct_date, l3_sma_cm2, exclusion_reason. Images: PNG, JPEG or DICOM "
+            "(de-identified before storage)."
+        )
+        upload = st.file_uploader("Zip file", type=["zip"])
+        skip = st.checkbox("Import the valid rows and skip the others")
+        if upload is not None and st.button("Import"):
+            try:
+                bundle = ZipBundle(upload.getvalue())
+            except BundleError as exc:
+                st.error(str(exc))
+            else:
+                bar = st.progress(0.0, text="Checking cases…")
+                report = import_bundle(
+                    bundle,
+                    db,
+                    get_store(),
+                    skip_invalid=skip,
+                    actor_name=reader.username,
+                    progress=lambda done, total: bar.progress(done / max(total, 1)),
+                )
+                (st.success if report.ok else st.error)(report.summary())
+                if report.problems:
+                    st.dataframe(
+                        pd.DataFrame(
+                            [
+                                {"row": p.row, "file": p.file, "reason": p.reason}
+                                for p in report.problems
+                            ]
+                        ),
+                        hide_index=True,
+                    )

@@ -1,0 +1,81 @@
+"""Shared UI pieces: the database handle, the signed-in reader, cached image pixels.
+
+Pages stay thin: widgets in, ``core``/``db`` calls, results out. Anything a test would
+want without a browser lives in ``core`` or ``db``, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import config
+from core.images import load_pixels, to_display_rgb
+from core.store import ImageStore
+from db.engine import Database
+from db.migrate import upgrade
+from db.models import Reader
+from db.readers import get_reader
+
+READER_KEY = "reader_username"
+
+
+@st.cache_resource(show_spinner=False)
+def _database(url: str) -> Database:
+    upgrade(url)
+    return Database(url)
+
+
+def get_db() -> Database:
+    """The app's database, upgraded to the newest schema once per process."""
+    return _database(config.database_url())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> ImageStore:
+    return ImageStore(root)
+
+
+def get_store() -> ImageStore:
+    return _store(str(config.images_dir()))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _pixels(root: str, relpath: str) -> np.ndarray:
+    return to_display_rgb(load_pixels(ImageStore(root), relpath))
+
+
+def display_pixels(relpath: str) -> np.ndarray:
+    """8-bit RGB pixels of a stored image, cached by its (content-addressed) path."""
+    return _pixels(str(config.images_dir()), relpath)
+
+
+def current_reader() -> Reader | None:
+    username = st.session_state.get(READER_KEY)
+    if not username:
+        return None
+    with get_db().read() as session:
+        return get_reader(session, username)
+
+
+def require_reader() -> Reader:
+    """The signed-in reader, or stop the page with a prompt to sign in."""
+    reader = current_reader()
+    if reader is None:
+        st.info("Choose who you are in the sidebar to use this page.")
+        st.stop()
+    return reader
+
+
+def require_admin() -> Reader:
+    """Server-side role check: the page stops here for anyone but an admin."""
+    reader = require_reader()
+    if reader.role != "admin":
+        st.error("This page is for administrators.")
+        st.stop()
+    return reader
+
+
+def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
+    """Native resolution where it fits, lossless PNG to the browser, no smoothing."""
+    st.image(pixels, caption=caption, output_format="PNG", width="content")

@@ -1,0 +1,105 @@
+"""Shared fixtures: a real database (SQLite by default) and a data folder per test.
+
+``TEST_DATABASE_URL`` points the database tests at another server (CI runs them once more
+against PostgreSQL); each test then gets a freshly emptied schema.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from core.store import ImageStore
+from db.engine import Database
+from db.migrate import upgrade
+from db.models import Base
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _reset_server_db(url: str) -> None:
+    """Drop everything in a shared test server database so each test starts empty."""
+    db = Database(url)
+    with db.engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "data"
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(folder))
+    server = os.environ.get("TEST_DATABASE_URL")
+    if server:
+        _reset_server_db(server)
+        monkeypatch.setenv("DATABASE_URL", server)
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    return folder
+
+
+@pytest.fixture
+def db(data_dir: Path) -> Iterator[Database]:
+    from core import config
+
+    url = config.database_url()
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def store(data_dir: Path) -> ImageStore:
+    from core import config
+
+    return ImageStore(config.images_dir())
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-patient demo data folder (SQLite + images), built once and copied per test."""
+    from core.demo import load_demo
+
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    url = f"sqlite:///{folder / 'sarcopenia.db'}"
+    folder.mkdir(parents=True)
+    upgrade(url)
+    database = Database(url)
+    load_demo(database, ImageStore(folder / "images"), n=24)
+    database.dispose()
+    return folder
+
+
+@pytest.fixture
+def demo_env(small_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the small demo, with the environment pointing the app at it."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(small_demo, folder)
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(folder))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return folder
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: a missing browser or server must not pass quietly."""
+    if os.environ.get("CI") and _skipped:
+        print(f"\nCI: {len(_skipped)} test(s) were skipped; failing the run:")
+        for nodeid in _skipped:
+            print(f"  skipped: {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
