@@ -97,6 +97,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from core.weights import fetch_all, keras_cache_dir
+
+    paths = fetch_all(progress=lambda arch, path: print(f"{arch}: {path}"))
+    print(f"{len(paths)} weight files in {keras_cache_dir()}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m core",
@@ -125,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--actor", default=None, help="username recorded in the audit trail")
     imp.set_defaults(handler=cmd_import)
+
+    weights = sub.add_parser("weights", help="ImageNet weights for the three backbones")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    fetch = weights_sub.add_parser(
+        "fetch", help="download the three notop weight files into the Keras cache (needs internet)"
+    )
+    fetch.set_defaults(handler=cmd_weights_fetch)
+
+    from core.auth import add_admin_parser
+    from core.backup import add_backup_parser
+    from core.baseline import add_features_parser
+    from core.migrate_db import add_migrate_db_parser
+
+    add_features_parser(sub)
+    add_admin_parser(sub)
+    add_backup_parser(sub)
+    add_migrate_db_parser(sub)
     return parser
 
 

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-EXCLUSION_NO_CT_WITHIN_30_DAYS = "no CT within 30 days of ultrasound"
-EXCLUSION_NO_WEIGHT = "no body-weight information"
-EXCLUSION_HARDWARE_L3 = "surgical hardware at L3"
+from core.labels import (
+    CT_WINDOW_DAYS,
+    EXCLUSION_HARDWARE_L3,
+    EXCLUSION_NO_CT,
+    EXCLUSION_NO_WEIGHT,
+    SMI_CUTOFF_MEN,
+    SMI_CUTOFF_WOMEN,
+)
 
-CT_WINDOW_DAYS = 30
-"""CT counts only within one month of the ultrasound (study inclusion rule)."""
-
-SMI_CUTOFF_CM2_M2 = {"M": 49.0, "F": 31.0}
-"""KNHANES L3 SMI cutoffs used by the study: sarcopenia when SMI is at or below them."""
+SMI_CUTOFF_CM2_M2 = {"M": SMI_CUTOFF_MEN, "F": SMI_CUTOFF_WOMEN}
 
 STUDY_N = 160
 GRADE_COUNTS = (27, 84, 39, 10)
@@ -235,7 +236,7 @@ def synthetic_cohort(seed: int = 2022, n: int = 160) -> list[SyntheticPatient]:
     sma = np.round(smi * (height / 100) ** 2, 1)
     reasons = (
         None,
-        EXCLUSION_NO_CT_WITHIN_30_DAYS,
+        EXCLUSION_NO_CT,
         EXCLUSION_NO_WEIGHT,
         EXCLUSION_HARDWARE_L3,
     )

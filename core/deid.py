@@ -228,12 +228,11 @@ def _json_scalar(value: object) -> str | int | float | None:
 def _check_pseudonym(pseudonym: str) -> None:
     if not isinstance(pseudonym, str) or not _PSEUDONYM_RE.fullmatch(pseudonym):
         raise ValueError(
-            f"pseudonym {pseudonym!r} cannot be written to DICOM: use at most 64 printable "
-            "ASCII characters"
+            "the pseudonym cannot be written to DICOM: use at most 64 printable ASCII characters"
         )
     if any(ch in pseudonym for ch in "\\^="):
         raise ValueError(
-            f"pseudonym {pseudonym!r} contains \\, ^ or =, which DICOM reads as separators; "
+            "the pseudonym contains \\, ^ or =, which DICOM reads as separators; "
             "use letters, digits, '-' or '_'"
         )
 

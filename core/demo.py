@@ -2,7 +2,8 @@
 
 Everything is labelled synthetic: patient codes start with ``DEMO-`` and the rows carry
 ``synthetic=True``. Besides the patients, it creates the demo accounts: an admin, two
-human reader accounts with empty queues, and two simulated radiologists whose grades
+human reader accounts with empty queues (password ``DEMO_PASSWORD``), and two simulated
+radiologists whose grades
 and crop boxes are already in (so agreement and consensus have data from the start).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import phantom
+from core.auth import hash_password
 from core.boxes import Box
 from core.cohort import SyntheticPatient, synthetic_cohort
 from core.importer import encode_png
@@ -32,6 +34,9 @@ DEMO_ACCOUNTS = (
     ("radiologist1", "Radiologist 1", "reader"),
     ("radiologist2", "Radiologist 2", "reader"),
 )
+DEMO_PASSWORD = "synthetic-demo"
+"""Password of the demo accounts. They exist only with the synthetic cohort; change them
+(``python -m core admin set-password``) before anyone real signs in."""
 SIMULATED_READERS = (
     ("sim_reader_a", "Simulated reader A (13 y experience)"),
     ("sim_reader_b", "Simulated reader B (5 y experience)"),
@@ -161,9 +166,11 @@ def load_demo(
             if progress:
                 progress(index + 1, len(cohort))
 
+        password_hash = hash_password(DEMO_PASSWORD)
+
         def work(session) -> None:
             for username, name, role in DEMO_ACCOUNTS:
-                ensure_reader(session, username, name, role)
+                ensure_reader(session, username, name, role, password_hash=password_hash)
             sims = [ensure_reader(session, u, name, "reader") for u, name in SIMULATED_READERS]
             rng = np.random.default_rng(seed)
             for case in rendered:

@@ -67,6 +67,7 @@ _DICOM_DATE_KEYWORDS = ("AcquisitionDateTime", "AcquisitionDate", "ContentDate",
 _EXIF_IFD = 0x8769
 _EXIF_DATETIME_ORIGINAL = 0x9003
 _REEXPORT = "Export it again from the scanner or PACS as PNG, JPEG or DICOM."
+_SCREEN_SIZE = "Export the ultrasound frame at screen resolution."
 
 
 class ImageReadError(ValueError):
@@ -81,6 +82,10 @@ class ImageReadError(ValueError):
         self.problem = problem
         self.remedy = remedy
         super().__init__(f"'{self.name}': {problem}. {remedy}")
+
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str, str]]:
+        # Survive pickling, so batch jobs in worker processes report the same error.
+        return (type(self), (self.name, self.problem, self.remedy))
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +142,8 @@ def deidentified_dicom_bytes(data: bytes, *, pseudonym: str, name: str = "upload
     """The de-identified DICOM file to store; the original bytes must never be stored.
 
     Pixel data are copied unchanged (compressed stays compressed), so re-reading the stored
-    file gives the same pixels as :func:`decode_image` on the original.
+    file gives the same pixels as :func:`decode_image` on the original. The pixels are not
+    decoded here: call :func:`decode_image` first to refuse a bad file.
     """
     if not pseudonym:
         raise ValueError("a stored DICOM must carry the patient's pseudonym; got an empty one")
@@ -163,7 +169,7 @@ def _decode_pillow(data: bytes, name: str, fmt: str) -> DecodedImage:
             _check_size(img.width, img.height, name)
             img.load()
             taken = _exif_date(img)
-            pass
+            img = ImageOps.exif_transpose(img)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -171,6 +177,7 @@ def _decode_pillow(data: bytes, name: str, fmt: str) -> DecodedImage:
             name,
             f"the image declares more pixels than the {MAX_PIXELS:,} this app accepts "
             "(a possible decompression bomb)",
+            _SCREEN_SIZE,
         ) from exc
     except _PILLOW_ERRORS as exc:
         raise ImageReadError(name, f"the {fmt.upper()} file is truncated or corrupt") from exc
@@ -374,6 +381,7 @@ def _check_size(width: int, height: int, name: str) -> None:
             name,
             f"the image is {width}×{height} = {width * height:,} pixels, more than the "
             f"{MAX_PIXELS:,} this app accepts (a possible decompression bomb)",
+            _SCREEN_SIZE,
         )
     if width < MIN_SIDE or height < MIN_SIDE:
         raise ImageReadError(

@@ -18,7 +18,7 @@ def decode_stored(data: bytes, relpath: str) -> np.ndarray:
     if relpath.endswith(".png"):
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is None:
-            raise imageio.ImageReadError(f"Stored image {relpath} is unreadable; re-import it.")
+            raise imageio.ImageReadError(relpath, "the stored PNG is unreadable", "Re-import it.")
         return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.ndim == 3 else pixels
     return imageio.decode_image(data, name=relpath).pixels
 

@@ -78,3 +78,12 @@ def dichotomize_grade(grade: int) -> int:
     if grade not in GRADES:
         raise ValueError(f"Echogenicity grade must be 0, 1, 2 or 3, got {grade!r}.")
     return int(grade >= HIGH_GRADE_MIN)
+
+
+GRADE_DESCRIPTIONS = {
+    0: "Low-echo muscle with the speckled look of perimysial connective tissue",
+    1: "An area of increased echo relative to the background muscle",
+    2: "Nearly as echogenic as perimysial fat",
+    3: "Isoechoic to fat",
+}
+"""The study's echogenicity scale (after Heckmatt), shown beside the grade buttons."""

@@ -55,14 +55,15 @@ def current_reader() -> Reader | None:
     if not username:
         return None
     with get_db().read() as session:
-        return get_reader(session, username)
+        reader = get_reader(session, username)
+    return reader if reader is not None and reader.active else None
 
 
 def require_reader() -> Reader:
     """The signed-in reader, or stop the page with a prompt to sign in."""
     reader = current_reader()
     if reader is None:
-        st.info("Choose who you are in the sidebar to use this page.")
+        st.info("Sign in to use this page.")
         st.stop()
     return reader
 
@@ -79,3 +80,9 @@ def require_admin() -> Reader:
 def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
     """Native resolution where it fits, lossless PNG to the browser, no smoothing."""
     st.image(pixels, caption=caption, output_format="PNG", width="content")
+
+
+def plain(text: str) -> str:
+    """Escape Markdown so user-supplied text (codes, file names) shows literally."""
+    specials = "\\`*_{}[]()#+-.!|<>~$"
+    return "".join("\\" + c if c in specials else c for c in text)

@@ -1,0 +1,534 @@
+"""Sign-in, passwords, roles and reader accounts.
+
+Passwords are hashed with Argon2id (argon2-cffi defaults, RFC 9106) and never stored or
+logged in clear. Failed sign-ins are rate-limited per username and per client key, with
+the attempts kept in the database so the limit survives restarts and holds across several
+app processes. Every account change writes an audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import getpass
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db import auth as accounts
+from db.auth import AccountError, AdminExistsError, ReaderSummary
+from db.engine import Database
+from db.models import ROLES, Reader, utcnow
+
+__all__ = [
+    "PERMISSIONS",
+    "AccountError",
+    "AdminExistsError",
+    "AuthResult",
+    "PasswordPolicyError",
+    "PermissionDenied",
+    "ReaderSummary",
+    "add_admin_parser",
+    "admin_exists",
+    "authenticate",
+    "can",
+    "change_own_password",
+    "check_password_policy",
+    "create_first_admin",
+    "create_reader",
+    "hash_password",
+    "list_readers_for_admin",
+    "needs_rehash",
+    "require",
+    "set_active",
+    "set_password",
+    "set_role",
+    "verify_password",
+]
+
+HASHER = PasswordHasher()
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+MAX_FAILURES = 5
+FAILURE_WINDOW = dt.timedelta(minutes=15)
+LOCKOUT = dt.timedelta(minutes=15)
+ATTEMPT_RETENTION = dt.timedelta(days=30)
+WRONG_CREDENTIALS = "Unknown username or wrong password."
+DEACTIVATED = "This account is deactivated; ask an admin to reactivate it."
+
+PERMISSIONS: dict[str, set[str]] = {
+    "grade": {"reader", "admin"},
+    "view_consensus": {"reader", "admin"},
+    "adjudicate": {"admin"},
+    "edit_patient": {"admin"},
+    "import": {"admin"},
+    "train": {"admin"},
+    "export": {"admin"},
+    "manage_readers": {"admin"},
+}
+"""Which roles may do what. Readers grade and box images as themselves; everything that
+changes shared data (patients, consensus, models, accounts) is an admin's."""
+
+_ACTION_TEXT = {
+    "grade": "grade images or draw boxes",
+    "view_consensus": "see consensus grades",
+    "adjudicate": "adjudicate consensus grades",
+    "edit_patient": "edit patient data",
+    "import": "import cases",
+    "train": "train models",
+    "export": "export data",
+    "manage_readers": "manage reader accounts",
+}
+
+
+class PasswordPolicyError(AccountError):
+    """A new password that the policy refuses; the message says what is required."""
+
+
+class PermissionDenied(PermissionError):
+    """The signed-in reader may not do this; the message says who may."""
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """Outcome of a sign-in; ``message`` can be shown to the user as it is."""
+
+    ok: bool
+    reader: Reader | None
+    message: str
+    retry_at: dt.datetime | None = None
+
+
+def check_password_policy(password: str, *, username: str | None = None) -> None:
+    """Refuse passwords that are short or equal to the username (length beats complexity
+    rules, NIST SP 800-63B)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordPolicyError(
+            f"Password too short: use at least {MIN_PASSWORD_LENGTH} characters "
+            "(a few unrelated words work well)."
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(
+            f"Password too long: use at most {MAX_PASSWORD_LENGTH} characters."
+        )
+    if not password.strip():
+        raise PasswordPolicyError("Password must not be only spaces.")
+    if username is not None and password.strip().lower() == accounts.normalize_username(username):
+        raise PasswordPolicyError("Password must not be the username.")
+
+
+def hash_password(password: str) -> str:
+    """An Argon2id hash that embeds its own salt and parameters."""
+    return HASHER.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches; a malformed hash counts as no match."""
+    try:
+        return HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether the hash was made with weaker parameters than ``HASHER`` uses now."""
+    try:
+        return HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so the reply takes as long."""
+    return HASHER.hash("not a password of anybody")
+
+
+def _naive_utc(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return utcnow()
+    if now.tzinfo is not None:
+        return now.astimezone(dt.UTC).replace(tzinfo=None)
+    return now
+
+
+def _locked_until(failures: Sequence[dt.datetime], now: dt.datetime) -> dt.datetime | None:
+    """End of the lockout that ``MAX_FAILURES`` failures within ``FAILURE_WINDOW`` started.
+
+    Refused attempts are not recorded, so no failure falls inside a lockout and a lockout
+    always lasts the full ``LOCKOUT`` after the failure that triggered it.
+    """
+    until = None
+    for i in range(MAX_FAILURES - 1, len(failures)):
+        if failures[i] - failures[i - MAX_FAILURES + 1] <= FAILURE_WINDOW:
+            end = failures[i] + LOCKOUT
+            if end > now and (until is None or end > until):
+                until = end
+    return until
+
+
+def _lock_end(
+    session: Session, username: str, client_key: str, now: dt.datetime
+) -> dt.datetime | None:
+    since = now - FAILURE_WINDOW - LOCKOUT
+    user_failures: list[dt.datetime] = []
+    for at, success in accounts.username_attempts(session, username, since):
+        if success:
+            user_failures.clear()
+        else:
+            user_failures.append(at)
+    ends = [
+        end
+        for end in (
+            _locked_until(user_failures, now),
+            _locked_until(accounts.client_failures(session, client_key, since), now),
+        )
+        if end is not None
+    ]
+    return max(ends) if ends else None
+
+
+def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
+    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+    return (
+        f"Too many failed sign-ins. Try again after {until:%H:%M} UTC "
+        f"(in {minutes} minute{'s' if minutes != 1 else ''})."
+    )
+
+
+def authenticate(
+    db: Database,
+    username: str,
+    password: str,
+    *,
+    client_key: str,
+    now: dt.datetime | None = None,
+) -> AuthResult:
+    """Check a sign-in and record the attempt.
+
+    ``client_key`` identifies where the attempt comes from (the app passes its session id
+    or the client IP): after ``MAX_FAILURES`` failures within ``FAILURE_WINDOW`` for one
+    username or one client, further attempts are refused for ``LOCKOUT``. The failure
+    message never says whether the username exists.
+    """
+    now = _naive_utc(now)
+    with db.read() as session:
+        until = _lock_end(session, username, client_key, now)
+        if until is not None:
+            return AuthResult(False, None, _locked_message(until, now), until)
+        reader = accounts.get_reader(session, username)
+    stored = reader.password_hash if reader is not None else None
+    matches = verify_password(stored or _dummy_hash(), password) and stored is not None
+    ok = matches and reader is not None and reader.active
+    new_hash = hash_password(password) if ok and stored and needs_rehash(stored) else None
+
+    def write(session: Session) -> None:
+        accounts.record_attempt(
+            session, username=username, client_key=client_key, success=ok, at=now
+        )
+        if ok:
+            accounts.purge_attempts(session, now - ATTEMPT_RETENTION)
+        if new_hash is not None and reader is not None:
+            row = session.get(Reader, reader.id)
+            if row is not None:
+                row.password_hash = new_hash
+
+    db.write(write)
+    if ok and reader is not None:
+        if new_hash is not None:
+            reader.password_hash = new_hash
+        return AuthResult(True, reader, f"Signed in as {reader.display_name}.")
+    if matches:
+        return AuthResult(False, None, DEACTIVATED)
+    with db.read() as session:
+        until = _lock_end(session, username, client_key, now)
+    if until is not None:
+        return AuthResult(False, None, f"{WRONG_CREDENTIALS} {_locked_message(until, now)}", until)
+    return AuthResult(False, None, WRONG_CREDENTIALS)
+
+
+def can(reader: Reader | None, action: str) -> bool:
+    """Whether ``reader`` may do ``action`` (see ``PERMISSIONS``)."""
+    if action not in PERMISSIONS:
+        raise ValueError(f"Unknown action {action!r}; known: {', '.join(sorted(PERMISSIONS))}.")
+    return reader is not None and reader.active and reader.role in PERMISSIONS[action]
+
+
+def require(reader: Reader | None, action: str) -> None:
+    """Raise PermissionDenied unless ``reader`` may do ``action``; pages call it server-side."""
+    if can(reader, action):
+        return
+    what = _ACTION_TEXT[action]
+    if reader is None:
+        raise PermissionDenied(f"Sign in to {what}.")
+    if not reader.active:
+        raise PermissionDenied(f"{reader.username!r} is deactivated and may not {what}.")
+    roles = " or ".join(sorted(PERMISSIONS[action]))
+    raise PermissionDenied(
+        f"{reader.username!r} ({reader.role}) may not {what}: that needs the {roles} role."
+    )
+
+
+def _acting(session: Session, actor: Reader | None) -> Reader | None:
+    """The actor as the database knows it now (a stale page object must not grant rights);
+    ``None`` is the local command line, trusted like the database file itself."""
+    if actor is None:
+        return None
+    current = session.get(Reader, actor.id)
+    require(current, "manage_readers")
+    return current
+
+
+AccountChange = Callable[[Session, Reader | None], Reader]
+
+
+def _account_change(db: Database, actor: Reader | None, change: AccountChange) -> Reader:
+    try:
+        with db.transaction() as session:
+            accounts.lock_readers(session)
+            return change(session, _acting(session, actor))
+    except IntegrityError as exc:
+        raise AccountError(f"The account change conflicts with another one: {exc.orig}") from None
+
+
+def admin_exists(db: Database) -> bool:
+    """Whether an admin account exists; the app offers the first-run form only when not."""
+    with db.read() as session:
+        return accounts.admin_exists(session)
+
+
+def create_first_admin(db: Database, username: str, display_name: str, password: str) -> Reader:
+    """The first admin, from the first-run form; refused once any admin exists.
+
+    The check and the insert share one write transaction (BEGIN IMMEDIATE on SQLite, a
+    table lock on PostgreSQL), so two racing first-run forms cannot both succeed.
+    """
+    check_password_policy(password, username=username)
+    password_hash = hash_password(password)
+
+    def change(session: Session, _actor: Reader | None) -> Reader:
+        if accounts.admin_exists(session):
+            raise AdminExistsError(
+                "An admin already exists; sign in, or ask an admin to create your account."
+            )
+        return accounts.insert_reader(
+            session,
+            actor=None,
+            username=username,
+            display_name=display_name,
+            role="admin",
+            password_hash=password_hash,
+        )
+
+    return _account_change(db, None, change)
+
+
+def create_reader(
+    db: Database,
+    username: str,
+    display_name: str,
+    role: str,
+    password: str,
+    *,
+    actor: Reader | None = None,
+) -> Reader:
+    """A new account; ``actor`` (an admin) is recorded in the audit trail."""
+    accounts.validate_username(username)
+    accounts.validate_role(role)
+    check_password_policy(password, username=username)
+    password_hash = hash_password(password)
+    return _account_change(
+        db,
+        actor,
+        lambda session, acting: accounts.insert_reader(
+            session,
+            actor=acting,
+            username=username,
+            display_name=display_name,
+            role=role,
+            password_hash=password_hash,
+        ),
+    )
+
+
+def set_password(
+    db: Database, username: str, password: str, *, actor: Reader | None = None
+) -> Reader:
+    """Give an account a new password (an admin resetting it, or the command line)."""
+    check_password_policy(password, username=username)
+    password_hash = hash_password(password)
+    return _account_change(
+        db,
+        actor,
+        lambda session, acting: accounts.update_password_hash(
+            session, actor=acting, username=username, password_hash=password_hash
+        ),
+    )
+
+
+def change_own_password(
+    db: Database,
+    username: str,
+    current_password: str,
+    new_password: str,
+    *,
+    client_key: str,
+    now: dt.datetime | None = None,
+) -> Reader:
+    """A reader changing their own password; the current one is checked (and rate-limited)
+    like a sign-in."""
+    check_password_policy(new_password, username=username)
+    result = authenticate(db, username, current_password, client_key=client_key, now=now)
+    if not result.ok or result.reader is None:
+        raise AccountError(result.message)
+    password_hash = hash_password(new_password)
+    with db.transaction() as session:
+        actor = session.get(Reader, result.reader.id)
+        return accounts.update_password_hash(
+            session, actor=actor, username=username, password_hash=password_hash
+        )
+
+
+def set_active(db: Database, username: str, active: bool, *, actor: Reader | None = None) -> Reader:
+    """Activate or deactivate an account; deactivated readers cannot sign in."""
+    return _account_change(
+        db,
+        actor,
+        lambda session, acting: accounts.update_active(
+            session, actor=acting, username=username, active=active
+        ),
+    )
+
+
+def set_role(db: Database, username: str, role: str, *, actor: Reader | None = None) -> Reader:
+    return _account_change(
+        db,
+        actor,
+        lambda session, acting: accounts.update_role(
+            session, actor=acting, username=username, role=role
+        ),
+    )
+
+
+def list_readers_for_admin(db: Database, *, actor: Reader | None = None) -> list[ReaderSummary]:
+    """All accounts with their last sign-in; no password hashes leave the database."""
+    with db.read() as session:
+        _acting(session, actor)
+        return accounts.reader_summaries(session)
+
+
+def _read_password(args: argparse.Namespace, username: str) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise AccountError("--password-stdin was given but standard input held no password.")
+    else:
+        password = getpass.getpass(f"New password for {username}: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise AccountError("The two passwords differ; nothing was changed.")
+    check_password_policy(password, username=username)
+    return password
+
+
+def _run(work: Callable[[Database], str]) -> int:
+    from core.cli import CommandError, open_database
+
+    db = open_database()
+    try:
+        print(work(db))
+    except AccountError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        password = _read_password(args, args.username)
+        reader = create_reader(db, args.username, args.display_name, args.role, password)
+        return f"Created {reader.role} {reader.username!r} ({reader.display_name})."
+
+    return _run(work)
+
+
+def cmd_admin_list(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        rows = [("username", "role", "active", "last sign-in (UTC)", "display name")]
+        for r in list_readers_for_admin(db):
+            last = f"{r.last_sign_in:%Y-%m-%d %H:%M}" if r.last_sign_in else "never"
+            rows.append((r.username, r.role, "yes" if r.active else "no", last, r.display_name))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
+            + "  "
+            + row[-1]
+            for row in rows
+        )
+
+    return _run(work)
+
+
+def cmd_admin_set_password(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        password = _read_password(args, args.username)
+        reader = set_password(db, args.username, password)
+        return f"Password of {reader.username!r} changed."
+
+    return _run(work)
+
+
+def cmd_admin_set_active(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        reader = set_active(db, args.username, args.active)
+        return f"{reader.username!r} is now {'active' if reader.active else 'deactivated'}."
+
+    return _run(work)
+
+
+def add_admin_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``admin create|list|set-password|deactivate|activate``.
+
+    Passwords come from a prompt or ``--password-stdin``, never from the command line,
+    where the shell history and ``ps`` would show them.
+    """
+    admin = sub.add_parser(
+        "admin",
+        help="manage reader accounts",
+        description="Create, list, reset and deactivate reader accounts.",
+    )
+    actions = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+
+    def with_password(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input (else prompt)",
+        )
+
+    create = actions.add_parser("create", help="create an account (an admin unless --role)")
+    create.add_argument("--username", required=True)
+    create.add_argument("--display-name", required=True)
+    create.add_argument("--role", choices=ROLES, default="admin", help="default: admin")
+    with_password(create)
+    create.set_defaults(handler=cmd_admin_create)
+
+    listing = actions.add_parser("list", help="list accounts")
+    listing.set_defaults(handler=cmd_admin_list)
+
+    reset = actions.add_parser("set-password", help="set a new password for an account")
+    reset.add_argument("--username", required=True)
+    with_password(reset)
+    reset.set_defaults(handler=cmd_admin_set_password)
+
+    for name, active in (("deactivate", False), ("activate", True)):
+        toggle = actions.add_parser(name, help=f"{name} an account")
+        toggle.add_argument("--username", required=True)
+        toggle.set_defaults(handler=cmd_admin_set_active, active=active)

@@ -1,0 +1,421 @@
+"""Online backups of the database and the image store, and restores of SQLite backups.
+
+A backup is a folder: the database (``sarcopenia.db``, or ``dump.sql`` from ``pg_dump``
+for PostgreSQL), ``images/`` and ``manifest.json`` (time, schema revision, row counts and
+the sha256 of the database file). It is taken while the app runs:
+
+- SQLite: the ``sqlite3`` backup API copies the database as one snapshot (WAL-safe, and
+  writers are not blocked), then the copy passes ``PRAGMA integrity_check``.
+- PostgreSQL: ``pg_dump`` reads a snapshot exported from a REPEATABLE READ transaction,
+  and the manifest's counts come from that same transaction.
+
+Images are copied after the database snapshot: an image file is written before the row
+that names it commits, so every image the snapshot names already exists. Images are
+content-addressed and never change, so only files missing from the backup are copied
+and one folder can take nightly backups cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, make_url, text
+
+from core.store import TMP_PREFIX
+
+DB_FILE = "sarcopenia.db"
+DUMP_FILE = "dump.sql"
+MANIFEST_FILE = "manifest.json"
+IMAGES_DIR = "images"
+FORMAT_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+Progress = Callable[[int, int], None]
+
+
+class BackupError(RuntimeError):
+    """A backup or restore that cannot go ahead; the message says why and what to do."""
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and manifests."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sqlite_path(url: str) -> Path:
+    """The file behind a SQLite URL; in-memory databases cannot be backed up or restored."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise BackupError(f"Not a SQLite URL: {redact(url)}")
+    if not parsed.database or parsed.database == ":memory:":
+        raise BackupError("An in-memory SQLite database has no file to back up or restore.")
+    return Path(parsed.database)
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name"
+    )
+    return [name for (name,) in rows]
+
+
+def _sqlite_facts(conn: sqlite3.Connection) -> tuple[dict[str, int], str | None, list[str]]:
+    """Row counts, schema revision and referenced image paths of one SQLite database."""
+    tables = _tables(conn)
+    counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    revision = None
+    if "alembic_version" in tables:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        revision = row[0] if row else None
+    paths = [p for (p,) in conn.execute("SELECT path FROM image")] if "image" in tables else []
+    return counts, revision, paths
+
+
+def _integrity_check(conn: sqlite3.Connection, what: str) -> None:
+    result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    if result != ["ok"]:
+        raise BackupError(f"{what} failed PRAGMA integrity_check: {'; '.join(result[:5])}")
+
+
+def _backup_sqlite(url: str, dest: Path) -> dict[str, Any]:
+    source = sqlite_path(url)
+    if not source.is_file():
+        raise BackupError(f"No SQLite database at {source}; check DATABASE_URL.")
+    partial = dest / f"{DB_FILE}.partial"
+    partial.unlink(missing_ok=True)
+    with (
+        closing(sqlite3.connect(source, timeout=BUSY_TIMEOUT_S)) as src,
+        closing(sqlite3.connect(partial)) as dst,
+    ):
+        src.backup(dst)  # one step: a single consistent snapshot of the whole file
+        dst.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no -wal beside it
+        _integrity_check(dst, "The backup copy")
+        counts, revision, paths = _sqlite_facts(dst)
+    target = dest / DB_FILE
+    os.replace(partial, target)
+    return {
+        "dialect": "sqlite",
+        "file": DB_FILE,
+        "revision": revision,
+        "counts": counts,
+        "image_paths": paths,
+    }
+
+
+def _pg_conninfo(url: str) -> tuple[str, dict[str, str]]:
+    """A libpq URI without the password, and the environment that carries the password."""
+    parsed: URL = make_url(url)
+    env = dict(os.environ)
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+    plain = parsed.set(drivername="postgresql", password=None)
+    return plain.render_as_string(hide_password=False), env
+
+
+def _backup_postgres(url: str, dest: Path) -> dict[str, Any]:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise BackupError(
+            "pg_dump was not found on PATH. Install the PostgreSQL client tools of the "
+            "server's major version (Debian/Ubuntu: apt-get install postgresql-client) "
+            "and run the backup again."
+        )
+    from db.engine import create_db_engine
+
+    conninfo, env = _pg_conninfo(url)
+    partial = dest / f"{DUMP_FILE}.partial"
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+                tables = conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                ).scalars()
+                counts = {
+                    t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one())
+                    for t in sorted(tables)
+                }
+                revision = (
+                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                    if "alembic_version" in counts
+                    else None
+                )
+                paths = (
+                    list(conn.execute(text("SELECT path FROM image")).scalars())
+                    if "image" in counts
+                    else []
+                )
+                command = [
+                    pg_dump,
+                    "--format=plain",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--snapshot={snapshot}",
+                    f"--file={partial}",
+                    f"--dbname={conninfo}",
+                ]
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise BackupError(f"pg_dump failed: {done.stderr.strip()[-800:]}")
+    finally:
+        engine.dispose()
+    os.replace(partial, dest / DUMP_FILE)
+    return {
+        "dialect": "postgresql",
+        "file": DUMP_FILE,
+        "revision": revision,
+        "counts": counts,
+        "image_paths": paths,
+    }
+
+
+def sync_images(src: Path, dst: Path, progress: Progress | None = None) -> tuple[int, int]:
+    """Copy image files missing from ``dst`` (by name and size); returns (copied, total)."""
+    files = (
+        sorted(f for f in src.rglob("*") if f.is_file() and not f.name.startswith(TMP_PREFIX))
+        if src.is_dir()
+        else []
+    )
+    copied = 0
+    for done, file in enumerate(files, start=1):
+        target = dst / file.relative_to(src)
+        if not (target.is_file() and target.stat().st_size == file.stat().st_size):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(TMP_PREFIX + target.name)
+            shutil.copy2(file, partial)
+            os.replace(partial, target)
+            copied += 1
+        if progress is not None:
+            progress(done, len(files))
+    return copied, len(files)
+
+
+def _check_dest(dest: Path, source_db: Path | None, images: Path) -> None:
+    """Refuse a backup folder that would overwrite the live database or nest in the store."""
+    where = dest.resolve()
+    store = images.resolve()
+    if source_db is not None and (where / DB_FILE) == source_db.resolve():
+        raise BackupError(f"{dest} holds the live database; choose a separate backup folder.")
+    if where == store or store in where.parents or where / IMAGES_DIR == store:
+        raise BackupError(f"{dest} overlaps the image store {images}; choose another folder.")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def backup(
+    db_url: str,
+    dest: Path,
+    *,
+    images_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Back up the database at ``db_url`` and the image store into the folder ``dest``.
+
+    ``images_dir`` defaults to the configured data folder's ``images/``. Returns ``dest``;
+    its ``manifest.json`` lists referenced images that the store lacked (``missing``).
+    """
+    from core import config
+
+    dest = Path(dest)
+    source_images = Path(images_dir) if images_dir is not None else config.images_dir()
+    backend = make_url(db_url).get_backend_name()
+    _check_dest(dest, sqlite_path(db_url) if backend == "sqlite" else None, source_images)
+    dest.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    if backend == "sqlite":
+        facts = _backup_sqlite(db_url, dest)
+    elif backend == "postgresql":
+        facts = _backup_postgres(db_url, dest)
+    else:
+        raise BackupError(f"Backups support SQLite and PostgreSQL, not {backend!r}.")
+    copied, total = sync_images(source_images, dest / IMAGES_DIR, progress)
+    paths: list[str] = facts["image_paths"]
+    missing = sorted(p for p in paths if not (dest / IMAGES_DIR / p).is_file())
+    db_file = dest / facts["file"]
+    _write_json(
+        dest / MANIFEST_FILE,
+        {
+            "format": FORMAT_VERSION,
+            "created_at": started.isoformat(timespec="seconds"),
+            "source": redact(db_url),
+            "database": {
+                "dialect": facts["dialect"],
+                "file": facts["file"],
+                "bytes": db_file.stat().st_size,
+                "sha256": file_sha256(db_file),
+                "schema_revision": facts["revision"],
+            },
+            "counts": facts["counts"],
+            "images": {
+                "referenced": len(paths),
+                "files": total,
+                "copied": copied,
+                "missing": missing,
+            },
+        },
+    )
+    return dest
+
+
+def read_manifest(src: Path) -> dict[str, Any]:
+    path = Path(src) / MANIFEST_FILE
+    if not path.is_file():
+        raise BackupError(f"{src} is not a backup folder: it has no {MANIFEST_FILE}.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BackupError(f"{path} is not valid JSON ({exc}); the backup is damaged.") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise BackupError(f"{path} has format {manifest.get('format')!r}; expected 1.")
+    return manifest
+
+
+@contextmanager
+def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as conn:
+        yield conn
+
+
+def _holds_rows(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with _sqlite(path) as conn:
+        return any(
+            conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()
+            for t in _tables(conn)
+            if t != "alembic_version"
+        )
+
+
+def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> dict[str, int]:
+    """Restore a SQLite backup into ``db_url`` and ``data_dir/images``; returns row counts.
+
+    Stop the app first. A target that holds rows is overwritten only with ``force``. The
+    database file must match the manifest's sha256, and the result must pass
+    ``PRAGMA integrity_check``; the schema is then upgraded to the app's current revision.
+    """
+    from db.migrate import upgrade
+
+    src = Path(src)
+    manifest = read_manifest(src)
+    database = manifest["database"]
+    if database["dialect"] != "sqlite":
+        raise BackupError(
+            f"{src} holds a PostgreSQL dump. Restore it into an empty database with: "
+            f"psql --single-transaction -v ON_ERROR_STOP=1 -d <URL> -f {src / DUMP_FILE}"
+        )
+    db_file = src / database["file"]
+    if not db_file.is_file():
+        raise BackupError(f"{db_file} is missing; the backup is incomplete.")
+    if file_sha256(db_file) != database["sha256"]:
+        raise BackupError(
+            f"{db_file} does not match the sha256 in {MANIFEST_FILE}; the backup was "
+            "damaged or changed. Use another backup."
+        )
+    target = sqlite_path(db_url)
+    if not force and _holds_rows(target):
+        raise BackupError(
+            f"{target} already holds data; restoring would overwrite it. Point "
+            "DATABASE_URL/SARCOPENIA_DATA_DIR at an empty place, or pass --force."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        closing(sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)) as source,
+        _sqlite(target) as dst,
+    ):
+        source.backup(dst)
+        _integrity_check(dst, "The restored database")
+    sync_images(src / IMAGES_DIR, Path(data_dir) / IMAGES_DIR)
+    upgrade(db_url)
+    with _sqlite(target) as conn:
+        counts, _, _ = _sqlite_facts(conn)
+    return counts
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from core import config
+    from core.cli import CommandError, progress_bar
+
+    url = config.database_url()
+    try:
+        dest = backup(url, Path(args.dest), progress=progress_bar("Copying images"))
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    manifest = read_manifest(dest)
+    images = manifest["images"]
+    rows = sum(n for t, n in manifest["counts"].items() if t != "alembic_version")
+    print(
+        f"Backed up {redact(url)} ({rows} rows, schema {manifest['database']['schema_revision']}) "
+        f"and {images['files']} images ({images['copied']} new) into {dest}."
+    )
+    if images["missing"]:
+        print(
+            f"warning: {len(images['missing'])} images named in the database are missing from "
+            f"the image store (listed in {dest / MANIFEST_FILE}).",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from core import config
+    from core.cli import CommandError
+
+    url = config.database_url()
+    try:
+        counts = restore(Path(args.src), url, config.data_dir(), force=args.force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    rows = sum(n for t, n in counts.items() if t != "alembic_version")
+    print(f"Restored {rows} rows into {redact(url)} and images into {config.images_dir()}.")
+    return 0
+
+
+def add_backup_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``backup DEST`` and ``restore SRC [--force]``."""
+    back = sub.add_parser(
+        "backup",
+        help="online backup of the database and images into a folder",
+        description="Back up the database (SQLite file, or pg_dump for PostgreSQL) and the "
+        "image store into DEST while the app keeps running. Reusing DEST copies only new "
+        "images.",
+    )
+    back.add_argument("dest", help="backup folder (created when absent)")
+    back.set_defaults(handler=cmd_backup)
+
+    rest = sub.add_parser(
+        "restore",
+        help="restore a SQLite backup into the configured data folder",
+        description="Restore a backup folder made by `backup` into $DATABASE_URL (SQLite) "
+        "and $SARCOPENIA_DATA_DIR/images. Stop the app first.",
+    )
+    rest.add_argument("src", help="backup folder")
+    rest.add_argument("--force", action="store_true", help="overwrite a database holding data")
+    rest.set_defaults(handler=cmd_restore)

@@ -1,0 +1,46 @@
+"""Display-only image transforms for the reading view; stored pixels are never changed."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from core.boxes import Box
+from core.images import window_level
+
+
+def reading_view(
+    rgb: np.ndarray, scale: float, level: float = 0.5, window: float = 1.0
+) -> np.ndarray:
+    """Window/level then resize by ``scale`` with nearest-neighbour, so no smoothing is added.
+
+    At ``scale == 1`` every stored pixel reaches the screen unchanged (when W/L is neutral).
+    """
+    shown = rgb if (level, window) == (0.5, 1.0) else window_level(rgb, level, window)
+    if scale == 1.0:
+        return shown
+    height, width = shown.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(shown, size, interpolation=cv2.INTER_NEAREST)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Lossless PNG for the browser."""
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("Could not encode the image for display.")
+    return buffer.tobytes()
+
+
+BOX_COLORS = ((0, 229, 255), (255, 196, 0), (255, 64, 160), (120, 255, 120))
+"""Distinct outline colors for the readers' boxes, in reader order."""
+
+
+def draw_boxes(rgb: np.ndarray, boxes: list[Box | None], thickness: int = 2) -> np.ndarray:
+    """A copy of ``rgb`` with each box outlined in its reader's color."""
+    out = rgb.copy()
+    for index, box in enumerate(boxes):
+        if box is not None:
+            color = BOX_COLORS[index % len(BOX_COLORS)]
+            cv2.rectangle(out, (box.x, box.y), (box.x2 - 1, box.y2 - 1), color, thickness)
+    return out

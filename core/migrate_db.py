@@ -1,0 +1,210 @@
+"""Copy the whole database to another server: how a department moves from SQLite to
+PostgreSQL (or back) without losing a grade, a box or an audit event.
+
+Both schemas are brought to the current Alembic revision, and the target must be empty.
+Rows are read from one consistent snapshot of the source and written in foreign-key
+order inside one transaction on the target, so a failed copy leaves the target empty.
+PostgreSQL sequences are then moved past the copied ids, so new rows get fresh ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Insert,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    make_url,
+    select,
+    text,
+)
+
+from db.engine import create_db_engine
+from db.migrate import upgrade
+from db.models import Base
+
+BATCH_SIZE = 1000
+Progress = Callable[[int, int], None]
+
+
+class MigrateError(RuntimeError):
+    """A copy that cannot go ahead, or whose result does not match its source."""
+
+
+def _redact(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _counts(conn: Connection) -> dict[str, int]:
+    return {
+        table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        for table in Base.metadata.sorted_tables
+    }
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction that sees one state of the whole source database."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def _write(engine: Engine) -> Iterator[Connection]:
+    """One write transaction on the target (BEGIN IMMEDIATE on SQLite, see ``db.engine``)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            yield conn
+
+
+def _json_names(table: Table) -> set[str]:
+    return {c.name for c in table.c if isinstance(c.type, JSON)}
+
+
+def _reader(table: Table) -> Select:
+    """All rows in id order, JSON columns as their stored text: decoding would turn a JSON
+    ``null`` into SQL NULL (the ORM writes both), and the copy must keep them apart."""
+    json_names = _json_names(table)
+    columns = [cast(c, Text).label(c.name) if c.name in json_names else c for c in table.c]
+    return select(*columns).order_by(*table.primary_key.columns)
+
+
+def _writer(table: Table, dialect: str) -> Insert:
+    """An INSERT taking JSON columns as text (bound as ``json_<name>``), cast to JSON on
+    PostgreSQL; SQLite stores the text as it is."""
+    values = {}
+    for name in _json_names(table):
+        param = bindparam(f"json_{name}", type_=Text)
+        values[name] = cast(param, table.c[name].type) if dialect == "postgresql" else param
+    return table.insert().values(values)
+
+
+def _copy_table(
+    src: Connection, dst: Connection, table: Table, step: Callable[[int], None]
+) -> None:
+    json_names = _json_names(table)
+    insert = _writer(table, dst.dialect.name)
+    result = src.execution_options(yield_per=BATCH_SIZE).execute(_reader(table))
+    for rows in result.partitions():
+        params = [
+            {f"json_{k}" if k in json_names else k: v for k, v in row._mapping.items()}
+            for row in rows
+        ]
+        dst.execute(insert, params)
+        step(len(rows))
+
+
+def reset_sequences(conn: Connection) -> None:
+    """Move each PostgreSQL id sequence past the largest copied id (rows copied with their
+    ids do not advance the sequence, so the next insert would collide)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table in Base.metadata.sorted_tables:
+        if "id" not in table.c:
+            continue
+        sequence = conn.execute(
+            text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": table.name}
+        ).scalar()
+        if sequence is None:
+            continue
+        conn.execute(
+            text(
+                f'SELECT setval(:seq, COALESCE((SELECT max(id) FROM "{table.name}"), 1), '
+                f'(SELECT max(id) FROM "{table.name}") IS NOT NULL)'
+            ),
+            {"seq": sequence},
+        )
+
+
+def copy_database(
+    src_url: str, dst_url: str, *, progress: Progress | None = None
+) -> dict[str, int]:
+    """Copy every row of the app's tables from ``src_url`` into the empty ``dst_url``.
+
+    Returns the row count per table, checked equal on both sides before the target
+    commits. Refuses when the target already holds rows.
+    """
+    if _redact(src_url) == _redact(dst_url):
+        raise MigrateError("Source and target are the same database; give another --to URL.")
+    upgrade(src_url)
+    upgrade(dst_url)
+    source = create_db_engine(src_url)
+    target = create_db_engine(dst_url)
+    try:
+        with _snapshot(source) as src, _write(target) as dst:
+            existing = {t: n for t, n in _counts(dst).items() if n}
+            if existing:
+                listed = ", ".join(f"{t} ({n})" for t, n in sorted(existing.items()))
+                raise MigrateError(
+                    f"The target {_redact(dst_url)} already holds rows: {listed}. "
+                    "Copy into an empty database (drop and recreate it first)."
+                )
+            expected = _counts(src)
+            total = sum(expected.values())
+            done = 0
+
+            def step(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress is not None:
+                    progress(done, total)
+
+            for table in Base.metadata.sorted_tables:
+                _copy_table(src, dst, table, step)
+            reset_sequences(dst)
+            copied = _counts(dst)
+            if copied != expected:
+                wrong = [t for t in expected if copied[t] != expected[t]]
+                raise MigrateError(
+                    f"Row counts differ after the copy ({', '.join(wrong)}); nothing was "
+                    "committed to the target."
+                )
+    finally:
+        source.dispose()
+        target.dispose()
+    return copied
+
+
+def cmd_migrate_db(args: argparse.Namespace) -> int:
+    from core import config
+    from core.cli import CommandError, progress_bar
+
+    src = config.database_url()
+    try:
+        counts = copy_database(src, args.to, progress=progress_bar("Copying rows"))
+    except MigrateError as exc:
+        raise CommandError(str(exc)) from None
+    for table, n in counts.items():
+        print(f"{table:20s} {n:8d}")
+    print(
+        f"Copied {sum(counts.values())} rows from {_redact(src)} to {_redact(args.to)}. "
+        "Set DATABASE_URL to the new URL and restart the app."
+    )
+    return 0
+
+
+def add_migrate_db_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``migrate-db --to URL``."""
+    parser = sub.add_parser(
+        "migrate-db",
+        help="copy the whole database into another (empty) database",
+        description="Copy every row from $DATABASE_URL (default: the SQLite file) into the "
+        "empty database at --to, e.g. postgresql+psycopg://user@host/sarcopenia. Stop the "
+        "app first so that no change is made after the copy starts.",
+    )
+    parser.add_argument("--to", required=True, metavar="URL", help="target SQLAlchemy URL")
+    parser.set_defaults(handler=cmd_migrate_db)

@@ -1,0 +1,328 @@
+"""Propose the boxes a reader would draw on a screenshot: image area, color box, scale bar.
+
+Yi et al. (Sci Rep 2022) cropped "the ultrasonographic area in GSU images (except for text
+labels)" and "the elastographic areas in SWE images" by hand. The grading page calls these
+functions to propose those boxes, and a reader accepts one with a click. The detectors read
+only pixels. They assume a scanner screenshot (GE LOGIQ E9 in the study): a black surround
+with burned-in white text and depth ticks, a B-mode image area, and, in SWE, a rectangular
+color box inside the image area with a vertical color scale bar beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core.boxes import Box
+
+OVERLAY_MIN_CHROMA = 24
+"""RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even
+after JPEG; jet colors blended at alpha 0.25 still score ≥ 30."""
+
+BAR_MIN_CHROMA = 60
+"""Stricter chroma for the scale bar, which the scanner draws opaque (chroma ≥ 127 for jet)."""
+
+BLACK_LEVEL = 12
+"""Gray level at or below which a pixel counts as the black surround."""
+
+MIN_COLOR_PIXELS = 30
+"""Fewer colored pixels than this inside the image area means there is no color box."""
+
+
+class NoImageContentError(ValueError):
+    """The frame has nothing to detect in (all black, or no B-mode image area)."""
+
+
+@dataclass(frozen=True)
+class RoiProposal:
+    """All three proposals for one frame (one pass: the scale bar is found once)."""
+
+    ultrasound_area: Box
+    color_box: Box | None
+    scale_bar: Box | None
+
+
+def to_rgb_u8(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as an (H, W, 3) uint8 RGB array.
+
+    Accepts gray (H, W) or (H, W, 1), RGB, or RGBA (alpha dropped); uint8, other integer
+    types and bool. Integer frames with values above 255 (12/16-bit DICOM) are scaled by their
+    maximum, so white text stays white. Floats must lie in [0, 1] or [0, 255].
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        arr = arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 2:
+        raise ValueError(
+            f"Expected a gray (H, W) or RGB (H, W, 3) image, got shape {arr.shape}. "
+            "Pass one frame of the screenshot or DICOM pixel data."
+        )
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.integer):
+        if arr.min() < 0:
+            raise ValueError(
+                "The image has negative pixel values; rescale it to 0–255 (or its unsigned "
+                "bit depth) before detecting boxes."
+            )
+        peak = int(arr.max())
+        scale = 255.0 / peak if peak > 255 else 1.0
+        out = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+            raise ValueError(
+                "A float image must hold finite values in [0, 1] or [0, 255]; "
+                f"got range [{np.nanmin(arr):g}, {np.nanmax(arr):g}]."
+            )
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        out = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"Unsupported pixel type {arr.dtype}; pass uint8, uint16 or float.")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def channel_max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel max and min over the three channels (OpenCV: ~25× faster than numpy axis=2)."""
+    r, g, b = cv2.split(rgb)
+    return cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b)
+
+
+def chroma(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel RGB max−min (0 for gray): the simplest measure of 'this pixel is colored'."""
+    hi, lo = channel_max_min(rgb)
+    return cv2.subtract(hi, lo)
+
+
+def _odd(n: float) -> int:
+    k = max(3, round(n))
+    return k if k % 2 else k + 1
+
+
+def pad_box(box: Box, margin: int, width: int, height: int) -> Box:
+    """``box`` grown by ``margin`` on every side, clipped to the image."""
+    x, y = max(0, box.x - margin), max(0, box.y - margin)
+    return Box(x, y, min(width, box.x2 + margin) - x, min(height, box.y2 + margin) - y)
+
+
+def _trim_soft_edges(sat: np.ndarray, box: Box, max_trim: int = 4) -> Box:
+    """Pull each side of ``box`` in while its edge line is faintly colored.
+
+    JPEG's half-resolution chroma bleeds color 1–3 px past a colored region. A true edge line
+    holds the region's full chroma, a bleed line less than half of it (75th percentile, so a
+    hole along the edge does not count as bleed).
+    """
+    inside = sat[box.y : box.y2, box.x : box.x2]
+    level = 0.5 * float(np.median(inside[inside >= OVERLAY_MIN_CHROMA]))
+    x0, y0, x1, y1 = box.x, box.y, box.x2, box.y2
+
+    def faint(line: np.ndarray) -> bool:
+        return float(np.percentile(line, 75)) < level
+
+    for _ in range(max_trim):
+        if x1 - x0 > 2 * max_trim and faint(sat[y0:y1, x0]):
+            x0 += 1
+        if x1 - x0 > 2 * max_trim and faint(sat[y0:y1, x1 - 1]):
+            x1 -= 1
+        if y1 - y0 > 2 * max_trim and faint(sat[y0, x0:x1]):
+            y0 += 1
+        if y1 - y0 > 2 * max_trim and faint(sat[y1 - 1, x0:x1]):
+            y1 -= 1
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def _bar_score(rgb: np.ndarray, box: Box, filled: int) -> float:
+    """How much a tall colored component looks like a color scale bar (0 = not at all).
+
+    A scale bar is filled solid, each row holds one color, and the rows run through several
+    hues (blue → cyan → green → yellow → red for the jet-like GE map).
+    """
+    fill = filled / box.area
+    if fill < 0.8:
+        return 0.0
+    inner = rgb[box.y : box.y2, box.x + (1 if box.w > 4 else 0) : box.x2 - (1 if box.w > 4 else 0)]
+    rows = np.median(inner, axis=1).astype(np.float32)
+    within = float(np.mean(np.abs(inner.astype(np.float32) - rows[:, None, :])))
+    between = float(np.mean(np.abs(np.diff(rows, axis=0)))) * box.h
+    if within > 0.25 * max(between, 1.0) or within > 20:
+        return 0.0
+    hsv = cv2.cvtColor(rows.astype(np.uint8)[None], cv2.COLOR_RGB2HSV)[0]
+    hue_bins = np.unique(hsv[:, 0] // 15)
+    if hue_bins.size < 3:
+        return 0.0
+    return float(box.h * fill * hue_bins.size)
+
+
+def detect_scale_bar(rgb: np.ndarray) -> Box | None:
+    """The vertical color scale bar: a tall, narrow, solid strip whose rows run through the hues.
+
+    Returns None when the frame has no such strip (GSU frames, gray images). The elastographic
+    color box is wide and speckled, so it never passes the row-uniformity test.
+    """
+    img = to_rgb_u8(rgb)
+    height, width = img.shape[:2]
+    hi, lo = channel_max_min(img)
+    sat = cv2.subtract(hi, lo)
+    colored = ((sat >= BAR_MIN_CHROMA) & (hi >= 60)).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(colored, connectivity=8)
+    best, best_score = None, 0.0
+    min_h = max(24, int(0.12 * height))
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if h < min_h or w < 3 or h < 3 * w or w > 0.1 * width:
+            continue
+        box = Box(x, y, w, h)
+        if w > 8:
+            box = _trim_soft_edges(sat, box, max_trim=2)
+        score = _bar_score(img, box, min(area, box.area))
+        if score > best_score:
+            best, best_score = box, score
+    return best
+
+
+def detect_ultrasound_area(rgb: np.ndarray) -> Box:
+    """The B-mode image area: the largest dense, textured region off the black surround.
+
+    Steps, at half resolution: pixels brighter than the surround that are textured (speckle)
+    or colored; the local density of those pixels; a morphological opening with a kernel about
+    1/24 of the frame that erases text lines, depth ticks and the gray/color bars (all thinner
+    than the kernel); the largest connected component. Its box is then fitted to the image
+    edges at full resolution. The color scale bar is blanked first so that a bar touching the
+    image area does not widen it; flat panels (no texture) never count as image.
+
+    Raises NoImageContentError for an all-black frame or one without an image area.
+    """
+    img = to_rgb_u8(rgb)
+    return ultrasound_area_excluding(img, detect_scale_bar(img))
+
+
+def ultrasound_area_excluding(img: np.ndarray, bar: Box | None) -> Box:
+    """``detect_ultrasound_area`` for a uint8 RGB frame whose scale bar is already known."""
+    height, width = img.shape[:2]
+    bright, low = channel_max_min(img)
+    valid = (bright > BLACK_LEVEL).astype(np.uint8)
+    if cv2.countNonZero(valid) == 0:
+        raise NoImageContentError(
+            "The image is all black: there is no ultrasound image area to detect. "
+            "Check that the right file or DICOM frame was loaded."
+        )
+    colored = cv2.subtract(bright, low) >= OVERLAY_MIN_CHROMA
+    if bar is not None:
+        pad = pad_box(bar, max(3, bar.w // 2), width, height)
+        valid[pad.y : pad.y2, pad.x : pad.x2] = 0
+    # Texture, density and components at half resolution (4× cheaper); edges at full.
+    small = (max(1, width // 2), max(1, height // 2))
+    gray = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), small, interpolation=cv2.INTER_AREA)
+    gray = gray.astype(np.float32)
+    mean = cv2.blur(gray, (3, 3))
+    var = cv2.sqrBoxFilter(gray, -1, (3, 3)) - mean * mean
+    keep = cv2.resize(valid, small, interpolation=cv2.INTER_NEAREST) > 0
+    tint = cv2.resize(colored.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    content = (keep & ((var > 4.0) | tint)).astype(np.float32)
+    short = min(small)
+    density = cv2.blur(content, (_odd(short / 48), _odd(short / 48)))
+    k = _odd(short / 24)
+    opened = cv2.morphologyEx(
+        (density >= 0.5).astype(np.uint8),
+        cv2.MORPH_OPEN,
+        cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)),
+    )
+    n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n < 2:
+        raise NoImageContentError(
+            "No ultrasound image area found: the frame holds only text, lines or flat regions. "
+            "Draw the image-area box by hand."
+        )
+    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[i, :4])
+    rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
+    return _refine_edges(valid, rough)
+
+
+def _refine_edges(valid: np.ndarray, box: Box, reach: int = 3) -> Box:
+    """Move each side of ``box`` (±``reach`` px) to the outermost line that is mostly image.
+
+    A line counts when at least 30 % of it, across the box, is off the black surround: dark
+    B-mode (an acoustic shadow under the femur) rarely fills a whole edge line, and text
+    or depth ticks beside the image fill far less.
+    """
+    height, width = valid.shape
+
+    def edges(fractions: np.ndarray, lo: int) -> tuple[int, int] | None:
+        hits = np.flatnonzero(fractions >= 0.3)
+        return (lo + int(hits[0]), lo + int(hits[-1]) + 1) if hits.size else None
+
+    x0, x1 = max(0, box.x - reach), min(width, box.x2 + reach)
+    y0, y1 = max(0, box.y - reach), min(height, box.y2 + reach)
+    cols = edges(valid[box.y : box.y2, x0:x1].mean(axis=0), x0)
+    rows = edges(valid[y0:y1, box.x : box.x2].mean(axis=1), y0)
+    if cols is None or rows is None:
+        return box
+    left = cols[0] if cols[0] <= box.x + reach else box.x
+    right = cols[1] if cols[1] >= box.x2 - reach else box.x2
+    top = rows[0] if rows[0] <= box.y + reach else box.y
+    bottom = rows[1] if rows[1] >= box.y2 - reach else box.y2
+    return Box(left, top, right - left, bottom - top)
+
+
+def detect_color_box(rgb: np.ndarray, within: Box | None = None) -> Box | None:
+    """Bounding box of the color overlay inside the image area, or None when nothing is colored.
+
+    ``within`` is the ultrasound image area (detected when None); colored pixels outside it
+    (UI icons, colored text) and the scale bar are ignored. Small colored marks inside the area
+    (focus marker, caliper crosses) are dropped: only components with at least a tenth of the
+    largest component's area count, so a color box split by unfilled holes stays whole.
+    """
+    img = to_rgb_u8(rgb)
+    bar = detect_scale_bar(img)
+    return color_box_excluding(
+        img, within if within is not None else ultrasound_area_excluding(img, bar), bar
+    )
+
+
+def color_box_excluding(img: np.ndarray, area: Box, bar: Box | None) -> Box | None:
+    """``detect_color_box`` for a uint8 RGB frame whose image area and scale bar are known."""
+    height, width = img.shape[:2]
+    if not area.inside(width, height) or area.area == 0:
+        raise ValueError(
+            f"The search box {area.as_tuple()} is empty or reaches outside the "
+            f"{width}×{height} image."
+        )
+    sat = chroma(img[area.y : area.y2, area.x : area.x2])  # area coordinates from here on
+    colored = (sat >= OVERLAY_MIN_CHROMA).astype(np.uint8)
+    if bar is not None:
+        pad = pad_box(bar, max(3, bar.w // 2), width, height)
+        colored[
+            max(0, pad.y - area.y) : max(0, pad.y2 - area.y),
+            max(0, pad.x - area.x) : max(0, pad.x2 - area.x),
+        ] = 0
+    if cv2.countNonZero(colored) < MIN_COLOR_PIXELS:
+        return None
+    closed = cv2.morphologyEx(colored, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    kept = 1 + np.flatnonzero(areas >= max(MIN_COLOR_PIXELS, 0.1 * areas.max()))
+    # A closing never reaches past the bounding box of what it closes, so the components'
+    # boxes are the colored pixels' boxes.
+    x0, y0 = int(stats[kept, 0].min()), int(stats[kept, 1].min())
+    x1 = int((stats[kept, 0] + stats[kept, 2]).max())
+    y1 = int((stats[kept, 1] + stats[kept, 3]).max())
+    box = Box(x0, y0, x1 - x0, y1 - y0)
+    if box.w > 16 and box.h > 16:
+        if kept.size < n - 1:
+            sat = np.where(np.isin(labels, kept), sat, 0).astype(np.uint8)
+        box = _trim_soft_edges(sat, box)
+    return Box(box.x + area.x, box.y + area.y, box.w, box.h)
+
+
+def detect_boxes(rgb: np.ndarray) -> RoiProposal:
+    """Image area, color box and scale bar of one frame, for the grading page's proposals."""
+    img = to_rgb_u8(rgb)
+    bar = detect_scale_bar(img)
+    area = ultrasound_area_excluding(img, bar)
+    return RoiProposal(area, color_box_excluding(img, area, bar), bar)

@@ -1,0 +1,154 @@
+"""Consensus: disagreements side by side, adjudication, and inter-reader agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.agreement import PairAgreement, pair_agreement
+from core.display import BOX_COLORS, draw_boxes
+from core.labels import GRADES
+from db.consensus import (
+    ConsensusConflict,
+    Disagreement,
+    adjudicate,
+    auto_agree,
+    consensus_counts,
+    disagreements,
+    mean_box,
+    reader_pairs,
+)
+from db.grading import image_info, own_grade
+from db.readers import get_reader
+from pages.components import display_pixels, get_db, plain, require_reader, show_image
+
+db = get_db()
+reader = require_reader()
+is_admin = reader.role == "admin"
+st.title("Consensus")
+
+if is_admin:
+    agreed = db.write(auto_agree)
+    if agreed:
+        st.toast(f"{agreed} image(s) where all readers agree got their consensus.")
+
+
+def visible_disagreements() -> list[Disagreement]:
+    """Admins see all; a reader sees only images where their own grade is in (blinding)."""
+    with db.read() as session:
+        rows = disagreements(session)
+        if is_admin:
+            return rows
+        return [d for d in rows if own_grade(session, d.image_id, reader.id) is not None]
+
+
+def adjudication_form(item: Disagreement) -> None:
+    boxes = {f"{g.username}'s box": g.box for g in item.grades if g.box is not None}
+    average = mean_box(list(boxes.values()))
+    if average is not None:
+        boxes = {"Average of the readers' boxes": average, **boxes}
+    boxes["No box"] = None
+    with st.form(f"adjudicate-{item.image_id}"):
+        grade = st.segmented_control("Consensus grade", list(GRADES), key=f"cg-{item.image_id}")
+        choice = st.radio("Consensus box", list(boxes))
+        if not st.form_submit_button("Decide", type="primary"):
+            return
+    if grade is None:
+        st.error("Pick the consensus grade.")
+        return
+    try:
+        db.write(
+            lambda s: adjudicate(
+                s, item.image_id, get_reader(s, reader.username), grade, boxes[choice]
+            )
+        )
+    except ConsensusConflict as exc:
+        st.warning(f"{exc} Reload to see the decision.")
+        return
+    st.success(f"Consensus for {plain(item.patient_code)} recorded: grade {grade}.")
+    st.rerun()
+
+
+def disagreement_view(items: list[Disagreement]) -> None:
+    st.subheader(f"Disagreements to settle ({len(items)})")
+    if not items:
+        st.caption("None pending.")
+        return
+    codes = [d.patient_code for d in items]
+    code = st.selectbox("Patient", codes, key="consensus_patient")
+    item = items[codes.index(code)]
+    with db.read() as session:
+        info = image_info(session, item.image_id)
+    pixels = display_pixels(info.path)
+    cols = st.columns(len(item.grades))
+    for index, (col, g) in enumerate(zip(cols, item.grades, strict=True)):
+        with col:
+            st.text(f"{g.username}: grade {g.grade}")
+            color = BOX_COLORS[index % len(BOX_COLORS)]
+            shown = draw_boxes(pixels, [None] * index + [g.box])
+            show_image(shown, caption=f"box {g.box.as_tuple() if g.box else 'none'} · rgb{color}")
+    if is_admin:
+        adjudication_form(item)
+    else:
+        st.caption("An admin records the adjudicated consensus.")
+
+
+def kappa_cell(k) -> str:
+    if np.isnan(k.value):
+        return "n/a"
+    return f"{k.value:.2f} ({k.lower:.2f}–{k.upper:.2f})"
+
+
+def agreement_view() -> None:
+    st.subheader("Inter-reader agreement")
+    with db.read() as session:
+        pairs = reader_pairs(session)
+        counts = consensus_counts(session)
+    st.caption(
+        f"Consensus so far: {counts.get('agreement', 0)} by agreement, "
+        f"{counts.get('adjudication', 0)} by adjudication."
+    )
+    if not pairs:
+        st.caption("Agreement needs two readers who graded the same images.")
+        return
+    results: list[PairAgreement] = [
+        pair_agreement(p.reader_a, p.reader_b, p.grades_a, p.grades_b, p.boxes_a, p.boxes_b)
+        for p in pairs
+    ]
+    table = pd.DataFrame(
+        {
+            "readers": f"{r.reader_a} vs {r.reader_b}",
+            "images": r.n,
+            "agreement %": round(r.percent_agreement, 1),
+            "kappa (95% CI)": kappa_cell(r.kappa),
+            "linear-weighted": kappa_cell(r.kappa_linear),
+            "quadratic-weighted": kappa_cell(r.kappa_quadratic),
+            "low/high kappa": kappa_cell(r.kappa_dichotomized),
+            "box IoU median": round(r.box_iou_median, 2) if r.box_iou_median is not None else None,
+        }
+        for r in results
+    )
+    st.dataframe(table, hide_index=True)
+    labels = [f"{r.reader_a} vs {r.reader_b}" for r in results]
+    chosen = results[labels.index(st.selectbox("Pair", labels))]
+    left, right = st.columns(2)
+    heat = px.imshow(
+        chosen.confusion,
+        x=[str(g) for g in GRADES],
+        y=[str(g) for g in GRADES],
+        text_auto=True,
+        color_continuous_scale="Blues",
+        labels={"x": chosen.reader_b, "y": chosen.reader_a, "color": "images"},
+        title="Grades (rows: first reader)",
+    )
+    left.plotly_chart(heat)
+    if chosen.box_ious.size:
+        hist = px.histogram(x=chosen.box_ious, nbins=20, title="Crop-box IoU between readers")
+        hist.update_layout(xaxis_title="IoU", yaxis_title="images")
+        right.plotly_chart(hist)
+
+
+disagreement_view(visible_disagreements())
+agreement_view()

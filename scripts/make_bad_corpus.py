@@ -1,0 +1,200 @@
+"""(Re)generate the bad-input corpus: files an importer must refuse or read correctly anyway.
+
+Run ``python -m scripts.make_bad_corpus`` from the repository root to write
+``tests/data/bad/`` for people to look at; the tests call :func:`write_corpus` into a
+temporary folder instead, so they never depend on stale files. Every file is built from
+code, deterministically, and stays small.
+
+To add a case, write a builder returning the file's bytes and add ``(filename, builder)``
+to :data:`CASES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.uid import JPEGBaseline8Bit
+
+from tests.dicom_factory import make_dicom
+
+DEFAULT_OUT = Path("tests/data/bad")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
+_ROTATE_90_CW = 6
+_MPEG2_MAIN = "1.2.840.10008.1.2.4.100"
+
+
+def _noise(height: int, width: int, channels: int = 3) -> np.ndarray:
+    """Speckle-like noise: it does not compress, so truncation cuts real image data."""
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+def _encode(img: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A valid PNG header (correct CRCs) declaring a huge 8-bit gray image, with no real data.
+
+    A few hundred bytes on disk that would need ``width × height`` bytes of memory.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 4096, 9)
+    return (
+        _PNG_MAGIC
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def empty_file() -> bytes:
+    return b""
+
+
+def truncated_png() -> bytes:
+    data = _encode(Image.fromarray(_noise(64, 64)), "PNG")
+    return data[: len(data) // 2]
+
+
+def truncated_jpeg() -> bytes:
+    data = _encode(Image.fromarray(_noise(64, 64)), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+def text_renamed_png() -> bytes:
+    return b"This is a text file that was renamed to .png; it holds no image.\n"
+
+
+def gif_renamed_png() -> bytes:
+    return _encode(Image.fromarray(_noise(40, 40)).convert("P"), "GIF")
+
+
+def one_pixel_png() -> bytes:
+    return _encode(Image.new("L", (1, 1), 128), "PNG")
+
+
+def bomb_png() -> bytes:
+    """100000 × 100000 declared: 10 gigapixels, past Pillow's own bomb limit."""
+    return forged_png(100_000, 100_000)
+
+
+def oversized_png() -> bytes:
+    """7000 × 7000 declared (49 MP): under Pillow's limit, over this app's MAX_PIXELS."""
+    return forged_png(7_000, 7_000)
+
+
+def cmyk_jpeg() -> bytes:
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([4 * x, 5 * y, 255 - 2 * x], axis=-1).clip(0, 255).astype(np.uint8)
+    return _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+
+
+def exif_rotated_jpeg() -> bytes:
+    """64 wide × 48 high as stored; EXIF orientation 6 says display it 48 wide × 64 high."""
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([4 * x, 5 * y, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[_EXIF_ORIENTATION] = _ROTATE_90_CW
+    return _encode(img, "JPEG", quality=95, exif=exif)
+
+
+def dicom_without_pixels() -> bytes:
+    return make_dicom("MONOCHROME2", with_pixels=False, phi=False)
+
+
+def dicom_multiframe() -> bytes:
+    return make_dicom("MONOCHROME2", frames=3, phi=False)
+
+
+def dicom_wrong_syntax() -> bytes:
+    """Declares JPEG Baseline, but the pixel data is raw."""
+    return make_dicom("RGB", phi=False, declared_transfer_syntax=JPEGBaseline8Bit)
+
+
+def dicom_unknown_syntax() -> bytes:
+    return make_dicom("MONOCHROME2", phi=False, declared_transfer_syntax="1.2.3.4.5.6.7")
+
+
+def dicom_undecodable_syntax() -> bytes:
+    """JPEG frames labelled MPEG2 video: a real syntax that no installed decoder reads."""
+    return make_dicom(
+        "MONOCHROME2",
+        transfer_syntax=JPEGBaseline8Bit,
+        phi=False,
+        declared_transfer_syntax=_MPEG2_MAIN,
+    )
+
+
+def dicom_truncated() -> bytes:
+    data = make_dicom("MONOCHROME2", phi=False)
+    return data[: len(data) - 1500]
+
+
+def dicom_without_preamble() -> bytes:
+    """The dataset alone, as some tools write it: no preamble, no 'DICM', no file meta."""
+    data = make_dicom("MONOCHROME2", phi=False)
+    meta_length = int.from_bytes(data[140:144], "little")
+    return data[144 + meta_length :]
+
+
+CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
+    ("empty.png", empty_file),
+    ("truncated.png", truncated_png),
+    ("truncated.jpg", truncated_jpeg),
+    ("text_renamed.png", text_renamed_png),
+    ("gif_renamed.png", gif_renamed_png),
+    ("one_pixel.png", one_pixel_png),
+    ("bomb_100000x100000.png", bomb_png),
+    ("oversized_7000x7000.png", oversized_png),
+    ("cmyk.jpg", cmyk_jpeg),
+    ("exif_rotated.jpg", exif_rotated_jpeg),
+    ("no_pixel_data.dcm", dicom_without_pixels),
+    ("multiframe.dcm", dicom_multiframe),
+    ("wrong_transfer_syntax.dcm", dicom_wrong_syntax),
+    ("unknown_transfer_syntax.dcm", dicom_unknown_syntax),
+    ("undecodable_transfer_syntax.dcm", dicom_undecodable_syntax),
+    ("truncated.dcm", dicom_truncated),
+    ("no_preamble.dcm", dicom_without_preamble),
+)
+"""(filename, builder): the whole corpus, in the order it is written."""
+
+
+def write_corpus(out_dir: Path) -> list[Path]:
+    """Write every case into ``out_dir`` (created if needed) and return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for filename, builder in CASES:
+        path = out_dir / filename
+        path.write_bytes(builder())
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write into")
+    args = parser.parse_args(argv)
+    paths = write_corpus(args.out)
+    total = sum(path.stat().st_size for path in paths)
+    print(f"wrote {len(paths)} files, {total:,} bytes, to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""AppTest of the Consensus page: auto-agreement, adjudication, agreement statistics."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from db.consensus import disagreements
+from db.engine import Database
+from db.models import ConsensusGrade, CropBox
+from tests.apptest_helpers import open_page
+
+
+def test_admin_sees_agreement_stats_and_auto_consensus(demo_env):
+    at = open_page("pages/consensus.py", "admin")
+    assert not at.exception
+    stats = at.dataframe[0].value
+    assert list(stats["readers"]) == ["sim_reader_a vs sim_reader_b"]
+    assert stats["images"].iloc[0] == 24
+    assert "(" in stats["quadratic-weighted"].iloc[0]
+    assert len(at.get("plotly_chart")) == 2
+    with Database().read() as s:
+        agreed = s.scalar(select(func.count(ConsensusGrade.id)).filter_by(method="agreement"))
+        pending = disagreements(s)
+    assert agreed > 0 and pending
+    assert agreed + len(pending) == 24
+
+
+def test_admin_adjudicates_a_disagreement(demo_env):
+    at = open_page("pages/consensus.py", "admin")
+    with Database().read() as s:
+        first = disagreements(s)[0]
+    at.selectbox(key="consensus_patient").set_value(first.patient_code).run()
+    at.button_group(key=f"cg-{first.image_id}").set_value(3)
+    at.radio[0].set_value("Average of the readers' boxes")
+    at.button(key=f"FormSubmitter:adjudicate-{first.image_id}-Decide").click().run()
+    assert not at.exception
+    with Database().read() as s:
+        row = s.scalar(select(ConsensusGrade).filter_by(image_id=first.image_id))
+        box = s.scalar(select(CropBox).filter_by(image_id=first.image_id, owner_key="consensus"))
+    assert (row.grade, row.method) == (3, "adjudication")
+    assert box is not None
+
+
+def test_a_reader_sees_no_disagreement_before_grading(demo_env):
+    at = open_page("pages/consensus.py", "radiologist1")
+    assert not at.exception
+    assert any("Disagreements to settle (0)" in h.value for h in at.subheader)
+    assert not at.get("form")

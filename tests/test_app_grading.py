@@ -1,0 +1,111 @@
+"""AppTest of the Grading page, with a simulated canvas drawing."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.boxes import Box
+from core.canvas_boxes import box_to_rect
+from core.images import load_pixels
+from core.roi_detect import detect_boxes
+from core.store import ImageStore
+from db.engine import Database
+from db.models import AuditEvent, CropBox, Grade, Image, Reader
+from tests.apptest_helpers import open_page
+
+
+def _draw(at, image_id: int, box: Box, scale: float = 1.0) -> None:
+    """What the canvas component sends after the reader drags a rectangle."""
+    drawing = {"objects": [box_to_rect(box, scale)]}
+    at.session_state[f"canvas-{image_id}-0"] = {
+        "drawing": {"raw": drawing, "data": None},
+        "backgroundFit": None,
+    }
+
+
+def _reader_rows(username: str):
+    with Database().read() as s:
+        reader = s.scalar(select(Reader).where(Reader.username == username))
+        grades = {
+            g.image_id: g.grade for g in s.scalars(select(Grade).filter_by(reader_id=reader.id))
+        }
+        boxes = {
+            b.image_id: Box(b.x, b.y, b.w, b.h)
+            for b in s.scalars(select(CropBox).filter_by(reader_id=reader.id))
+        }
+    return grades, boxes
+
+
+def test_grade_draw_save_and_next(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    assert not at.exception
+    first = at.session_state["grading_image"]
+    _draw(at, first, Box(160, 70, 300, 200))
+    at.button_group(key=f"grade-{first}").set_value(2)
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    grades, boxes = _reader_rows("radiologist1")
+    assert grades == {first: 2}
+    assert boxes == {first: Box(160, 70, 300, 200)}
+    assert at.session_state["grading_image"] != first
+
+
+def test_a_tiny_box_is_refused_with_a_message_and_nothing_saved(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    _draw(at, first, Box(100, 100, 10, 10))
+    at.button_group(key=f"grade-{first}").set_value(1)
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    assert any("at least 16" in e.value for e in at.error)
+    assert _reader_rows("radiologist1") == ({}, {})
+
+
+def test_saving_without_a_grade_asks_for_one(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    at.button(key="save_next").click().run()
+    assert any("Pick a grade" in e.value for e in at.error)
+
+
+def test_proposed_box_is_accepted_with_one_click(demo_env):
+    at = open_page("pages/grading.py", "radiologist2")
+    first = at.session_state["grading_image"]
+    at.button(key=f"auto-{first}").click().run()
+    assert not at.exception
+    _, boxes = _reader_rows("radiologist2")
+    with Database().read() as s:
+        row = s.scalar(select(CropBox).where(CropBox.image_id == first, CropBox.auto_accepted))
+        path = s.get(Image, first).path
+    proposed = detect_boxes(load_pixels(ImageStore(demo_env / "images"), path)).ultrasound_area
+    assert boxes == {first: proposed}
+    assert row is not None and row.owner_key.startswith("reader:")
+
+
+def test_blinding_on_the_page(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    texts = " ".join(t.value for t in at.text)
+    assert "sim_reader" not in texts and "Simulated reader" not in texts
+    at.button_group(key=f"grade-{first}").set_value(3)
+    at.button(key="save_next").click().run()
+    at.selectbox(key="jump").set_value(at.selectbox(key="jump").options[0]).run()
+    assert not at.exception
+    texts = " ".join(t.value for t in at.text)
+    assert "Simulated reader A" in texts
+
+
+def test_changing_a_grade_is_audited(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    at.button_group(key=f"grade-{first}").set_value(1)
+    at.button(key="save_next").click().run()
+    at.selectbox(key="jump").set_value(at.selectbox(key="jump").options[0]).run()
+    at.button_group(key=f"grade-{first}").set_value(2)
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    with Database().read() as s:
+        actions = [
+            (e.action, e.before, e.after["grade"])
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.actor == "radiologist1"))
+        ]
+    assert actions == [("grade.create", None, 1), ("grade.update", {"grade": 1}, 2)]

@@ -1,0 +1,282 @@
+"""Online backup while the app writes, and restore into a fresh data folder."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.backup import (
+    DB_FILE,
+    DUMP_FILE,
+    MANIFEST_FILE,
+    BackupError,
+    add_backup_parser,
+    backup,
+    file_sha256,
+    read_manifest,
+    redact,
+    restore,
+)
+from core.store import ImageStore, sha256_hex
+from db.engine import Database
+from db.migrate import upgrade
+from db.models import Base, Image, Patient
+
+
+def _sqlite_url(folder: Path) -> str:
+    return f"sqlite:///{folder / DB_FILE}"
+
+
+def _seed(folder: Path, n: int = 3) -> Database:
+    """A data folder with ``n`` patients, each with one stored GSU image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    url = _sqlite_url(folder)
+    upgrade(url)
+    db = Database(url)
+    store = ImageStore(folder / "images")
+
+    def work(session) -> None:
+        for i in range(n):
+            data = f"image bytes {i}".encode() * 50
+            sha = sha256_hex(data)
+            relpath, _ = store.put(data, sha, ".png")
+            patient = Patient(code=f"P{i:03d}", sex="F", age=60, height_cm=160.0)
+            patient.images = [
+                Image(
+                    modality="GSU",
+                    sha256=sha,
+                    path=relpath,
+                    width=8,
+                    height=8,
+                    source_format="png",
+                    dicom_header={"Rows": 8, "note": f"n{i}"},
+                )
+            ]
+            session.add(patient)
+
+    db.write(work)
+    return db
+
+
+def _table_digest(path: Path, max_patient_id: int | None = None) -> str:
+    """A checksum of every row of every app table (patients up to ``max_patient_id``)."""
+    digest = hashlib.sha256()
+    with sqlite3.connect(path) as conn:
+        for table in Base.metadata.sorted_tables:
+            limit = max_patient_id is not None and table.name == "patient"
+            where = f" WHERE id <= {max_patient_id}" if limit else ""
+            rows = conn.execute(f'SELECT * FROM "{table.name}"{where} ORDER BY id').fetchall()
+            digest.update(f"{table.name}:{rows!r}".encode())
+    return digest.hexdigest()
+
+
+def _codes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {code for (code,) in conn.execute("SELECT code FROM patient")}
+
+
+def test_online_backup_while_writing_then_restore(tmp_path):
+    source = tmp_path / "live"
+    db = _seed(source)
+    writer_db = Database(db.url)  # a second app process writing during the backup
+    committed: list[str] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    def keep_writing() -> None:
+        i = 0
+        while not stop.is_set():
+            code = f"W{i:05d}"
+            writer_db.write(
+                lambda s, c=code: s.add(Patient(code=c, sex="M", age=50, height_cm=170))
+            )
+            committed.append(code)
+            i += 1
+            if i >= 5:
+                started.set()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        assert started.wait(30)
+        before = set(committed)
+        dest = backup(db.url, tmp_path / "backup", images_dir=source / "images")
+    finally:
+        stop.set()
+        writer.join()
+        writer_db.dispose()
+    db.dispose()
+
+    manifest = read_manifest(dest)
+    backup_db = dest / DB_FILE
+    assert manifest["database"]["sha256"] == file_sha256(backup_db)
+    assert manifest["database"]["schema_revision"] is not None
+    assert manifest["images"] == {"referenced": 3, "files": 3, "copied": 3, "missing": []}
+
+    target = tmp_path / "restored"
+    counts = restore(dest, _sqlite_url(target), target)
+    restored_db = target / DB_FILE
+    with sqlite3.connect(restored_db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        max_id = conn.execute("SELECT max(id) FROM patient").fetchone()[0]
+    assert counts == manifest["counts"]
+    assert before <= _codes(restored_db)
+    assert {f"P{i:03d}" for i in range(3)} <= _codes(restored_db)
+    # Writes are serialized and ids grow with commit order, so the live database's rows
+    # up to the backup's last patient are exactly what the backup holds.
+    assert _table_digest(restored_db) == _table_digest(source / DB_FILE, max_id)
+    for file in (source / "images").rglob("*.png"):
+        copy = target / "images" / file.relative_to(source / "images")
+        assert copy.read_bytes() == file.read_bytes()
+
+
+def test_reused_backup_folder_copies_only_new_images(tmp_path):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    dest = tmp_path / "backup"
+    backup(_sqlite_url(source), dest, images_dir=source / "images")
+    extra = b"one more image" * 10
+    ImageStore(source / "images").put(extra, sha256_hex(extra), ".png")
+    backup(_sqlite_url(source), dest, images_dir=source / "images")
+    images = read_manifest(dest)["images"]
+    assert (images["files"], images["copied"]) == (4, 1)
+
+
+def test_missing_images_are_listed(tmp_path):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    victim = next((source / "images").rglob("*.png"))
+    victim.unlink()
+    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    missing = read_manifest(dest)["images"]["missing"]
+    assert missing == [victim.relative_to(source / "images").as_posix()]
+
+
+def test_restore_refuses_a_target_with_data_unless_forced(tmp_path):
+    source = tmp_path / "live"
+    _seed(source, n=2).dispose()
+    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    other = tmp_path / "other"
+    _seed(other, n=5).dispose()
+    with pytest.raises(BackupError, match="already holds data"):
+        restore(dest, _sqlite_url(other), other)
+    assert len(_codes(other / DB_FILE)) == 5
+    counts = restore(dest, _sqlite_url(other), other, force=True)
+    assert counts["patient"] == 2
+    assert _codes(other / DB_FILE) == {"P000", "P001"}
+
+
+def test_restore_into_an_empty_schema_is_allowed(tmp_path):
+    source = tmp_path / "live"
+    _seed(source, n=2).dispose()
+    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    upgrade(_sqlite_url(fresh))  # the app was started once on the new machine
+    assert restore(dest, _sqlite_url(fresh), fresh)["patient"] == 2
+
+
+def test_restore_refuses_a_changed_backup(tmp_path):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    with sqlite3.connect(dest / DB_FILE) as conn:
+        conn.execute("UPDATE patient SET age = 99")
+    with pytest.raises(BackupError, match="sha256"):
+        restore(dest, _sqlite_url(tmp_path / "t"), tmp_path / "t")
+    (dest / MANIFEST_FILE).unlink()
+    with pytest.raises(BackupError, match="not a backup folder"):
+        restore(dest, _sqlite_url(tmp_path / "t"), tmp_path / "t")
+
+
+def test_backup_never_overwrites_the_live_database(tmp_path):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    with pytest.raises(BackupError, match="live database"):
+        backup(_sqlite_url(source), source, images_dir=source / "images")
+    with pytest.raises(BackupError, match="image store"):
+        backup(_sqlite_url(source), source / "images" / "bk", images_dir=source / "images")
+    assert len(_codes(source / DB_FILE)) == 3
+
+
+def test_postgres_backup_without_pg_dump_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BackupError, match=r"pg_dump was not found.*postgresql-client"):
+        backup(
+            "postgresql+psycopg://u:secret@localhost:1/x", tmp_path / "b", images_dir=tmp_path / "i"
+        )
+    assert "secret" not in redact("postgresql+psycopg://u:secret@localhost:1/x")
+
+
+def test_cli_backup_and_restore(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    parser = argparse.ArgumentParser()
+    add_backup_parser(parser.add_subparsers(dest="command", required=True))
+
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(source))
+    args = parser.parse_args(["backup", str(tmp_path / "bk")])
+    assert args.handler(args) == 0
+    assert "3 images (3 new)" in capsys.readouterr().out
+
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(tmp_path / "new"))
+    args = parser.parse_args(["restore", str(tmp_path / "bk")])
+    assert args.handler(args) == 0
+    assert _codes(tmp_path / "new" / DB_FILE) == {"P000", "P001", "P002"}
+    assert len(list((tmp_path / "new" / "images").rglob("*.png"))) == 3
+
+
+def _dump_rows(dump: str, table: str) -> int:
+    lines = dump.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"COPY public.{table} "))
+    end = lines.index("\\.", start)
+    return end - start - 1
+
+
+@pytest.mark.postgres
+def test_postgres_backup_is_one_snapshot(tmp_path, data_dir):
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL server to back up")
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not on PATH (apt-get install postgresql-client)")
+    upgrade(url)
+    db = Database(url)
+    writer_db = Database(url)
+    stop = threading.Event()
+    db.write(lambda s: s.add(Patient(code="FIRST", sex="F", age=40, height_cm=150)))
+
+    def keep_writing() -> None:
+        i = 0
+        while not stop.is_set():
+            writer_db.write(
+                lambda s, c=f"W{i}": s.add(Patient(code=c, sex="M", age=50, height_cm=170))
+            )
+            i += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        dest = backup(url, tmp_path / "pg", images_dir=tmp_path / "no-images")
+    finally:
+        stop.set()
+        writer.join()
+        writer_db.dispose()
+        db.dispose()
+    manifest = read_manifest(dest)
+    dump = (dest / DUMP_FILE).read_text(encoding="utf-8")
+    assert manifest["database"]["dialect"] == "postgresql"
+    assert manifest["database"]["sha256"] == file_sha256(dest / DUMP_FILE)
+    assert manifest["counts"]["patient"] >= 1
+    assert _dump_rows(dump, "patient") == manifest["counts"]["patient"]
+    assert "FIRST" in dump
+    with pytest.raises(BackupError, match="psql"):
+        restore(dest, _sqlite_url(tmp_path / "t"), tmp_path / "t")

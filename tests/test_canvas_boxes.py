@@ -1,0 +1,50 @@
+from core.boxes import Box
+from core.canvas_boxes import box_to_rect, drawing_with, fit_scale, last_drawn_box, rect_to_box
+
+
+def test_native_size_when_it_fits_and_shrunk_otherwise():
+    assert fit_scale(640, 480, 900, 700) == 1.0
+    assert fit_scale(1280, 960, 640, 700) == 0.5
+    assert fit_scale(640, 480, 900, 700, zoom=2.0) == 2.0
+
+
+def test_scaled_rect_maps_back_to_source_pixels():
+    obj = {
+        "type": "rect",
+        "left": 50,
+        "top": 30,
+        "width": 100,
+        "height": 40,
+        "scaleX": 1.5,
+        "scaleY": 2.0,
+    }
+    assert rect_to_box(obj, 0.5) == Box(100, 60, 300, 160)
+
+
+def test_center_origin_is_handled():
+    obj = {
+        "type": "rect",
+        "left": 100,
+        "top": 100,
+        "width": 40,
+        "height": 20,
+        "originX": "center",
+        "originY": "center",
+    }
+    assert rect_to_box(obj, 1.0) == Box(80, 90, 40, 20)
+
+
+def test_round_trip_through_the_canvas():
+    box = Box(123, 45, 301, 222)
+    for scale in (0.37, 0.5, 1.0, 1.75):
+        assert rect_to_box(box_to_rect(box, scale), scale) == box
+
+
+def test_last_rectangle_wins_and_other_shapes_are_ignored():
+    drawing = drawing_with(Box(1, 2, 30, 40), 1.0)
+    drawing["objects"].append({"type": "path"})
+    fabric6 = box_to_rect(Box(5, 6, 70, 80), 1.0) | {"type": "Rect"}
+    drawing["objects"].append(fabric6)
+    assert last_drawn_box(drawing, 1.0) == Box(5, 6, 70, 80)
+    assert last_drawn_box({"objects": [{"type": "circle"}]}, 1.0) is None
+    assert last_drawn_box(None, 1.0) is None
