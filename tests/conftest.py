@@ -91,6 +91,24 @@ def demo_env(small_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 _skipped: list[str] = []
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Route tests to the backend they need.
+
+    Without ``TEST_DATABASE_URL`` the PostgreSQL-only tests are deselected (said aloud); with
+    it, the SQLite-only ones are. ``.ci/run`` runs the suite on SQLite, then the database
+    tests again on a real PostgreSQL server, so in CI both halves always run.
+    """
+    on_postgres = bool(os.environ.get("TEST_DATABASE_URL"))
+    unwanted = "sqlite_only" if on_postgres else "postgres"
+    keep = [item for item in items if unwanted not in item.keywords]
+    dropped = [item for item in items if unwanted in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+        where = "PostgreSQL" if on_postgres else "SQLite"
+        print(f"\n{len(dropped)} {unwanted} test(s) deselected on {where}.")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:
         _skipped.append(report.nodeid)
