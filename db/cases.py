@@ -157,7 +157,7 @@ def list_cases(
         conditions.append(ConsensusGrade.id.is_(None))
     if conditions:
         stmt = stmt.where(and_(*conditions))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    total = session.scalar(_count_matching(session, filters, conditions)) or 0
     page = session.execute(stmt.order_by(Patient.code).limit(limit).offset(offset)).all()
     rows = [
         CaseRow(
@@ -176,6 +176,19 @@ def list_cases(
         for r in page
     ]
     return rows, total
+
+
+def _count_matching(session: Session, filters: CaseFilter, conditions: list) -> Any:
+    """Count without the per-row columns: only the joins the filters need."""
+    stmt = select(func.count(Patient.id)).select_from(Patient)
+    if filters.sarcopenia != "any":
+        stmt = stmt.outerjoin(CtMeasurement, CtMeasurement.patient_id == Patient.id)
+    if filters.consensus != "any":
+        gsu = Image.__table__.alias("gsu")
+        stmt = stmt.outerjoin(
+            gsu, and_(gsu.c.patient_id == Patient.id, gsu.c.modality == "GSU")
+        ).outerjoin(ConsensusGrade, ConsensusGrade.image_id == gsu.c.id)
+    return stmt.where(and_(*conditions)) if conditions else stmt
 
 
 def get_patient(session: Session, code: str) -> Patient | None:

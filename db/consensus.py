@@ -50,17 +50,26 @@ def _reader_boxes(session: Session, image_ids: list[int]) -> dict[tuple[int, int
     return {(b.image_id, b.reader_id): Box(b.x, b.y, b.w, b.h) for b in rows}
 
 
-def pending_images(session: Session) -> dict[int, tuple[str, list[ReaderGrade]]]:
-    """GSU images with grades from at least two readers and no consensus yet."""
+def pending_images(
+    session: Session, graded_by: int | None = None
+) -> dict[int, tuple[str, list[ReaderGrade]]]:
+    """GSU images with grades from at least two readers and no consensus yet.
+
+    ``graded_by`` keeps only images that reader has graded (what blinding lets them see).
+    """
     decided = select(ConsensusGrade.image_id)
-    rows = session.execute(
+    stmt = (
         select(Grade.image_id, Patient.code, Reader.id, Reader.username, Grade.grade)
         .join(Image, Image.id == Grade.image_id)
         .join(Patient, Patient.id == Image.patient_id)
         .join(Reader, Reader.id == Grade.reader_id)
         .where(Image.modality == "GSU", Grade.image_id.not_in(decided))
         .order_by(Patient.code, Reader.username)
-    ).all()
+    )
+    if graded_by is not None:
+        mine = select(Grade.image_id).where(Grade.reader_id == graded_by)
+        stmt = stmt.where(Grade.image_id.in_(mine))
+    rows = session.execute(stmt).all()
     boxes = _reader_boxes(session, sorted({r.image_id for r in rows}))
     pending: dict[int, tuple[str, list[ReaderGrade]]] = {}
     for image_id, code, reader_id, username, grade in rows:
@@ -69,11 +78,11 @@ def pending_images(session: Session) -> dict[int, tuple[str, list[ReaderGrade]]]
     return {k: v for k, v in pending.items() if len(v[1]) >= MIN_READERS}
 
 
-def disagreements(session: Session) -> list[Disagreement]:
+def disagreements(session: Session, graded_by: int | None = None) -> list[Disagreement]:
     """Images whose readers disagree and that still need an adjudicated consensus."""
     return [
         Disagreement(image_id, code, grades)
-        for image_id, (code, grades) in pending_images(session).items()
+        for image_id, (code, grades) in pending_images(session, graded_by).items()
         if len({g.grade for g in grades}) > 1
     ]
 
@@ -191,6 +200,13 @@ def reader_pairs(session: Session, min_common: int = 2) -> list[PairData]:
             )
         )
     return pairs
+
+
+def grades_version(session: Session) -> tuple:
+    """Changes whenever a grade or box changes: a cheap cache key for agreement statistics."""
+    grades = session.execute(select(func.count(Grade.id), func.max(Grade.updated_at))).one()
+    boxes = session.execute(select(func.count(CropBox.id), func.max(CropBox.updated_at))).one()
+    return (*grades, *boxes)
 
 
 def consensus_counts(session: Session) -> dict[str, int]:

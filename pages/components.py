@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from core import config
+from core.imageio import ImageReadError
 from core.images import load_pixels, to_display_rgb
 from core.store import ImageStore
 from db.engine import Database
@@ -46,8 +47,20 @@ def _pixels(root: str, relpath: str) -> np.ndarray:
 
 
 def display_pixels(relpath: str) -> np.ndarray:
-    """8-bit RGB pixels of a stored image, cached by its (content-addressed) path."""
-    return _pixels(str(config.images_dir()), relpath)
+    """8-bit RGB pixels of a stored image, cached by its (content-addressed) path.
+
+    A file missing from the store (a restore without images, a wrong data folder) stops
+    the page with a message instead of a traceback.
+    """
+    try:
+        return _pixels(str(config.images_dir()), relpath)
+    except (FileNotFoundError, ImageReadError):
+        st.error(
+            f"The stored image file {plain(relpath)} is missing or unreadable in "
+            f"{plain(str(config.images_dir()))}. Check SARCOPENIA_DATA_DIR, or restore the "
+            "images from a backup."
+        )
+        st.stop()
 
 
 def current_reader() -> Reader | None:

@@ -17,10 +17,11 @@ from db.consensus import (
     auto_agree,
     consensus_counts,
     disagreements,
+    grades_version,
     mean_box,
     reader_pairs,
 )
-from db.grading import image_info, own_grade
+from db.grading import image_info
 from db.readers import get_reader
 from pages.components import display_pixels, get_db, plain, require_reader, show_image
 
@@ -38,10 +39,18 @@ if is_admin:
 def visible_disagreements() -> list[Disagreement]:
     """Admins see all; a reader sees only images where their own grade is in (blinding)."""
     with db.read() as session:
-        rows = disagreements(session)
-        if is_admin:
-            return rows
-        return [d for d in rows if own_grade(session, d.image_id, reader.id) is not None]
+        return disagreements(session, graded_by=None if is_admin else reader.id)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def agreement_results(_db_url: str, version: tuple) -> list[PairAgreement]:
+    """Agreement per reader pair, recomputed only when a grade or box changed."""
+    with db.read() as session:
+        pairs = reader_pairs(session)
+    return [
+        pair_agreement(p.reader_a, p.reader_b, p.grades_a, p.grades_b, p.boxes_a, p.boxes_b)
+        for p in pairs
+    ]
 
 
 def adjudication_form(item: Disagreement) -> None:
@@ -104,19 +113,16 @@ def kappa_cell(k) -> str:
 def agreement_view() -> None:
     st.subheader("Inter-reader agreement")
     with db.read() as session:
-        pairs = reader_pairs(session)
         counts = consensus_counts(session)
+        version = grades_version(session)
+    results = agreement_results(db.url, version)
     st.caption(
         f"Consensus so far: {counts.get('agreement', 0)} by agreement, "
         f"{counts.get('adjudication', 0)} by adjudication."
     )
-    if not pairs:
+    if not results:
         st.caption("Agreement needs two readers who graded the same images.")
         return
-    results: list[PairAgreement] = [
-        pair_agreement(p.reader_a, p.reader_b, p.grades_a, p.grades_b, p.boxes_a, p.boxes_b)
-        for p in pairs
-    ]
     table = pd.DataFrame(
         {
             "readers": f"{r.reader_a} vs {r.reader_b}",

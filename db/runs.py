@@ -1,0 +1,204 @@
+"""Queries on training runs and their predictions, for the Training and Registry pages.
+
+The run row is the single record of a training job (``core.jobs`` writes it from another
+process), so everything a page shows is read here, never kept in the page's session.
+
+Stored JSON shapes (written by ``core.train``):
+
+- ``history``: ``{"epochs": [{"fold", "epoch", "loss", "auc", "val_loss", "val_auc",
+  "learning_rate"}, ...]}``, one record per finished epoch, appended while training runs.
+- ``progress``: ``{"phase", "fold", "folds", "epoch", "epochs", "batch", "batches", "loss",
+  "val_auc", "host", ...}``.
+- ``metrics``: ``{"threshold", "n": {subset: count}, "val": {...}, "test": {...}, ...}`` where
+  a subset's dict holds ``auc``, ``auc_lower``, ``auc_upper``, ``accuracy``, ``sensitivity``,
+  ``specificity`` … (``core.train.subset_metrics``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Patient, Prediction, TrainingRun
+
+ACTIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("done", "failed", "cancelled")
+
+
+def get_run(session: Session, run_id: int) -> TrainingRun | None:
+    return session.get(TrainingRun, run_id)
+
+
+def list_runs(
+    session: Session,
+    statuses: Sequence[str] | None = None,
+    task: str | None = None,
+    limit: int | None = None,
+) -> list[TrainingRun]:
+    """Runs, newest first, optionally only some statuses or one task."""
+    query = select(TrainingRun).order_by(TrainingRun.id.desc())
+    if statuses is not None:
+        query = query.where(TrainingRun.status.in_(list(statuses)))
+    if task is not None:
+        query = query.where(TrainingRun.task == task)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def active_runs(session: Session) -> list[TrainingRun]:
+    """Queued and running runs, oldest first (the order the queue starts them in)."""
+    return list(
+        session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.status.in_(ACTIVE_STATUSES))
+            .order_by(TrainingRun.id)
+        )
+    )
+
+
+def run_history(run: TrainingRun) -> list[dict[str, Any]]:
+    """Per-epoch records (see module docstring); empty before the first epoch ends."""
+    history = run.history or {}
+    return [dict(record) for record in history.get("epochs", [])]
+
+
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 1)
+
+
+def run_test_auc(run: TrainingRun) -> float | None:
+    """The run's test-set AUC (pooled out-of-fold AUC for k-fold runs), when it has one."""
+    value = ((run.metrics or {}).get("test") or {}).get("auc")
+    return float(value) if value is not None else None
+
+
+def run_summary(run: TrainingRun) -> dict[str, Any]:
+    """One flat row per run for a table: what was trained, how it went, how long it took."""
+    settings = run.settings or {}
+    metrics = run.metrics or {}
+    test = metrics.get("test") or {}
+    cv = metrics.get("cv") or {}
+    return {
+        "id": run.id,
+        "task": run.task,
+        "arch": run.arch,
+        "mode": settings.get("mode"),
+        "status": run.status,
+        "weights": run.weights_source,
+        "input": "×".join(str(v) for v in run.input_size),
+        "epochs": len(run_history(run)) or None,
+        "test_auc": run_test_auc(run),
+        "test_auc_ci": (
+            f"{test['auc_lower']:.2f}–{test['auc_upper']:.2f}"
+            if test.get("auc_lower") is not None and test.get("auc_upper") is not None
+            else None
+        ),
+        "test_accuracy": test.get("accuracy"),
+        "cv_auc_mean": cv.get("test_auc_mean"),
+        "cv_auc_sd": cv.get("test_auc_sd"),
+        "created": run.created_at,
+        "seconds": _seconds(run.started_at, run.finished_at),
+        "error": run.error,
+    }
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    patient_id: int
+    code: str
+    subset: str
+    fold: int
+    probability: float
+    threshold: float
+    predicted_label: int
+
+
+def run_predictions(
+    session: Session, run_id: int, subset: str | None = None
+) -> list[PredictionRow]:
+    """A run's stored predictions with patient codes, by fold, subset and code."""
+    query = (
+        select(Prediction, Patient.code)
+        .join(Patient, Patient.id == Prediction.patient_id)
+        .where(Prediction.run_id == run_id)
+        .order_by(Prediction.fold, Prediction.subset, Patient.code)
+    )
+    if subset is not None:
+        query = query.where(Prediction.subset == subset)
+    return [
+        PredictionRow(
+            patient_id=p.patient_id,
+            code=code,
+            subset=p.subset,
+            fold=p.fold,
+            probability=p.probability,
+            threshold=p.threshold,
+            predicted_label=p.predicted_label,
+        )
+        for p, code in session.execute(query)
+    ]
+
+
+def progress_summary(run: TrainingRun) -> tuple[float, str]:
+    """Fraction done (0–1) and a one-line description of where a run is, from its row."""
+    p = run.progress or {}
+    phase = p.get("phase") or run.status
+    if run.status in FINISHED_STATUSES:
+        return (1.0 if run.status == "done" else 0.0), f"Run {run.id} · {run.status}"
+    epochs = p.get("epochs") or 0
+    epoch = p.get("epoch") or 0
+    batch, batches = p.get("batch") or 0, p.get("batches") or 0
+    folds, fold = p.get("folds") or 1, p.get("fold") or 0
+    within = 0.0
+    if phase in ("training", "evaluating", "saving") and epochs:
+        within = (max(epoch - 1, 0) + (batch / batches if batches else 0.0)) / epochs
+        if phase != "training":
+            within = 1.0
+    fraction = min(max((fold + within) / folds, 0.0), 1.0)
+    bits = [f"Run {run.id}", phase]
+    if folds > 1:
+        bits.append(f"fold {fold + 1}/{folds}")
+    if phase == "training" and epochs:
+        bits.append(f"epoch {epoch}/{epochs}")
+    if phase in ("training", "features", "loading") and batches:
+        bits.append(f"batch {batch}/{batches}")
+    if p.get("loss") is not None:
+        bits.append(f"loss {p['loss']:.3f}")
+    if p.get("val_auc") is not None:
+        bits.append(f"val AUC {p['val_auc']:.2f}")
+    return fraction, " · ".join(bits)
+
+
+METRIC_COLUMNS = (
+    "n",
+    "positives",
+    "auc",
+    "auc_lower",
+    "auc_upper",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "lr_positive",
+    "lr_negative",
+)
+
+
+def metrics_rows(run: TrainingRun) -> list[dict[str, Any]]:
+    """One row per evaluated subset (val, test) with Table 1's metrics."""
+    metrics = run.metrics or {}
+    rows = []
+    for subset in ("val", "test"):
+        values = metrics.get(subset)
+        if values:
+            rows.append({"subset": subset, **{c: values.get(c) for c in METRIC_COLUMNS}})
+    return rows

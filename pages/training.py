@@ -1,0 +1,117 @@
+"""Training (admins): start a run in the background and watch it, live, from the database.
+
+The page keeps no state of its own: the run rows are the truth, so a reload, a second tab
+or another admin sees the same progress (``core.jobs`` starts the process; ``db.runs``
+reads it back).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.dataset import TASKS
+from core.jobs import cancel_run, reap_dead_runs, submit_run
+from core.train import ARCHITECTURES, DEFAULT_EPOCHS, MODES, TrainSettings
+from core.weights import WeightsUnavailableError
+from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary, run_summary
+from pages.components import get_db, require_admin
+
+require_admin()
+db = get_db()
+reap_dead_runs(db)
+st.title("Training")
+
+
+def parse_sizes(text: str) -> tuple[int, int, int] | None:
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.replace("/", ",").split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"Split sizes must be three whole numbers TRAIN,VAL,TEST; got {text!r}.")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+with st.form("new_run"):
+    st.subheader("New run")
+    left, middle, right = st.columns(3)
+    task = left.selectbox("Task", sorted(TASKS))
+    arch = middle.selectbox("Architecture", ARCHITECTURES, help="Fusion: the GSU backbone.")
+    mode = right.radio(
+        "Mode",
+        MODES,
+        horizontal=True,
+        help="fast: frozen backbone, head trained on cached features; full: every layer "
+        "fine-tuned (the study).",
+    )
+    left, middle, right = st.columns(3)
+    epochs = left.number_input(
+        "Epochs", min_value=1, max_value=500, value=DEFAULT_EPOCHS["fast"], step=1
+    )
+    weights = middle.text_input(
+        "Weights", value="imagenet", help="imagenet (Keras cache), none, or a weights file path"
+    )
+    seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1)
+    left, middle, right = st.columns(3)
+    input_size = left.number_input(
+        "Input size (pixels, 0 = study sizes)", min_value=0, max_value=512, value=0, step=1
+    )
+    sizes_text = middle.text_input(
+        "Split sizes TRAIN,VAL,TEST", value="", help="Empty: 17 val, 20 test, the rest train."
+    )
+    k_folds = right.number_input("k-fold (0 = one split)", min_value=0, max_value=10, value=0)
+    augment = st.checkbox("Augment training images", value=True)
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    try:
+        settings = TrainSettings(
+            task=task,
+            arch=arch,
+            mode=mode,
+            epochs=int(epochs),
+            weights=weights.strip(),
+            seed=int(seed),
+            input_size=int(input_size) or None,
+            sizes=parse_sizes(sizes_text),
+            k_folds=int(k_folds),
+            augment=augment,
+        )
+        settings.check_weights()
+    except (ValueError, FileNotFoundError, WeightsUnavailableError) as exc:
+        st.error("The run was not started.")
+        st.text(str(exc))
+    else:
+        run_id = submit_run(db, settings)
+        st.success(f"Run {run_id} queued; it starts in the background when a slot is free.")
+
+
+@st.fragment(run_every=1.0)
+def live_runs() -> None:
+    """Polls the database every second; the only state shown is what the rows say."""
+    with db.read() as session:
+        runs = active_runs(session)
+        recent = list_runs(session, statuses=FINISHED_STATUSES, limit=5)
+    st.subheader("Queued and running")
+    if not runs:
+        st.caption("No run is queued or training.")
+    for run in runs:
+        fraction, text = progress_summary(run)
+        with st.container(border=True):
+            st.text(f"{run.task} · {run.arch} · {(run.settings or {}).get('mode')} · {run.status}")
+            st.progress(fraction, text=text)
+            if run.cancel_requested:
+                st.caption("Cancel requested; the run stops within a second.")
+            elif st.button("Cancel", key=f"cancel_{run.id}"):
+                cancel_run(db, run.id)
+                st.rerun(scope="fragment")
+    st.subheader("Recently finished")
+    if recent:
+        table = pd.DataFrame([run_summary(r) for r in recent])
+        columns = ["id", "task", "arch", "mode", "status", "test_auc", "seconds", "error"]
+        st.dataframe(table[columns], hide_index=True)
+    else:
+        st.caption("No finished run yet.")
+
+
+live_runs()

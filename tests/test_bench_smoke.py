@@ -1,0 +1,22 @@
+"""Each benchmark runs at a tiny size, so the scripts never rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import db_scale, pages
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "heading"),
+    [
+        (db_scale, ["--small", "12", "--large", "40"], "db_scale: 12 vs 40 patients"),
+        (pages, ["--small", "6", "--large", "12"], "pages: AppTest run time, 6 vs 12"),
+    ],
+)
+def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert module.main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    assert heading in out
+    assert "ratio" in out
