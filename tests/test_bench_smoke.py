@@ -14,8 +14,9 @@ from bench import db_scale, pages
         (pages, ["--small", "6", "--large", "12"], "pages: AppTest run time, 6 vs 12"),
     ],
 )
-def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypatch):
+def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(tmp_path))  # restored after the bench
     assert module.main(argv) in (0, 1)
     out = capsys.readouterr().out
     assert heading in out
