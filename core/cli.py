@@ -35,14 +35,14 @@ def open_database():
 
 
 def progress_bar(description: str) -> Callable[[int, int], None]:
+    """A tqdm bar on a terminal (silent when output is redirected), fed (done, total)."""
     bar: tqdm | None = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="case", file=sys.stderr)
-        bar.n = done
-        bar.refresh()
+            bar = tqdm(total=total, desc=description, unit="case", file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
         if done >= total:
             bar.close()
 
