@@ -41,7 +41,15 @@ def record(
     return event
 
 
-def patient_history(session: Session, patient_id: int) -> list[AuditEvent]:
-    """All audit events of one patient, oldest first."""
-    stmt = select(AuditEvent).where(AuditEvent.patient_id == patient_id).order_by(AuditEvent.id)
-    return list(session.scalars(stmt))
+def patient_history(
+    session: Session, patient_id: int, only_actor_id: int | None = None
+) -> list[AuditEvent]:
+    """Audit events of one patient, oldest first.
+
+    ``only_actor_id`` limits them to one reader's own changes: a reader's view of the
+    history must not reveal other readers' grades (blinding).
+    """
+    stmt = select(AuditEvent).where(AuditEvent.patient_id == patient_id)
+    if only_actor_id is not None:
+        stmt = stmt.where(AuditEvent.actor_id == only_actor_id)
+    return list(session.scalars(stmt.order_by(AuditEvent.id)))

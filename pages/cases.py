@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -17,6 +19,7 @@ from core.manifest import (
     check_sma,
     check_weight,
 )
+from db.audit import patient_history
 from db.cases import (
     CaseFilter,
     case_labels,
@@ -119,8 +122,36 @@ def patient_detail(code: str) -> None:
                 show_image(display_pixels(images[modality]), caption=modality)
             else:
                 st.caption(f"No {modality} image.")
+    history(patient.id)
     if reader is not None and reader.role == "admin":
         edit_form(patient)
+
+
+def history(patient_id: int) -> None:
+    """The patient's audit trail: everything for admins, a reader's own changes otherwise."""
+    is_admin = reader is not None and reader.role == "admin"
+    with db.read() as session:
+        events = patient_history(
+            session, patient_id, only_actor_id=None if is_admin else getattr(reader, "id", -1)
+        )
+    with st.expander(f"History ({len(events)} changes)"):
+        if not is_admin:
+            st.caption("Your own changes; other readers' stay hidden (blinding).")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "when (UTC)": e.at,
+                        "who": e.actor,
+                        "what": e.action,
+                        "before": json.dumps(e.before) if e.before else "",
+                        "after": json.dumps(e.after) if e.after else "",
+                    }
+                    for e in events
+                ]
+            ),
+            hide_index=True,
+        )
 
 
 def edit_form(patient) -> None:

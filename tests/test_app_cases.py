@@ -72,3 +72,18 @@ def test_bad_metadata_is_refused_with_a_message(demo_env):
     at.button(key="FormSubmitter:edit-" + code + "-Save").click().run()
     assert not at.exception
     assert any("YYYY-MM-DD" in e.value for e in at.error)
+
+
+def test_history_shows_a_reader_only_their_own_changes(demo_env):
+    at = _app("radiologist1").run()
+    at.session_state["case_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert not at.exception
+    history = next(e for e in at.expander if e.label.startswith("History"))
+    assert history.label == "History (0 changes)"
+    admin = _app("admin").run()
+    admin.session_state["case_table"] = {"selection": {"rows": [0], "columns": []}}
+    admin.run()
+    full = next(e for e in admin.expander if e.label.startswith("History"))
+    assert full.label == "History (2 changes)"
+    assert {"sim_reader_a", "sim_reader_b"} <= set(full.dataframe[0].value["who"])
