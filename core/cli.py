@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     from core.auth import add_admin_parser
     from core.backup import add_backup_parser
     from core.baseline import add_features_parser
+    from core.jobs import add_train_parser
     from core.migrate_db import add_migrate_db_parser
 
+    add_train_parser(sub)
     add_features_parser(sub)
     add_admin_parser(sub)
     add_backup_parser(sub)
