@@ -122,4 +122,13 @@ else:
         st.Page("pages/grading.py", title="Grading", icon=":material/grading:"),
         st.Page("pages/consensus.py", title="Consensus", icon=":material/handshake:"),
     ]
+    if reader.role == "admin":
+        pages.append(
+            st.Page(
+                "pages/admin.py",
+                title="Readers",
+                icon=":material/manage_accounts:",
+                url_path="admin",
+            )
+        )
 st.navigation(pages).run()

@@ -25,13 +25,17 @@ class CommandError(RuntimeError):
 
 
 def open_database():
-    """Upgrade the schema and return the app's database handle."""
+    """Upgrade the schema, sweep what a killed process left, and return the database."""
+    from core.maintenance import startup_checks
+    from core.store import ImageStore
     from db.engine import Database
     from db.migrate import upgrade
 
     url = config.database_url()
     upgrade(url)
-    return Database(url)
+    db = Database(url)
+    startup_checks(db, ImageStore(config.images_dir()))
+    return db
 
 
 def progress_bar(description: str) -> Callable[[int, int], None]:

@@ -44,6 +44,7 @@ class ImageStore:
         relpath = self.relpath_for(sha256, suffix)
         target = self.path(relpath)
         if target.exists():
+            os.utime(target)  # young again: a concurrent orphan sweep must not take it now
             return relpath, False
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)

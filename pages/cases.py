@@ -29,12 +29,12 @@ from db.cases import (
     update_patient,
 )
 from db.readers import get_reader
-from pages.components import current_reader, display_pixels, get_db, get_store, show_image
+from pages.components import display_pixels, get_db, get_store, require_reader, show_image
 
 PAGE_SIZE = 50
 
 db = get_db()
-reader = current_reader()
+reader = require_reader()
 st.title("Cases")
 
 with db.read() as session:

@@ -12,6 +12,7 @@ import streamlit as st
 from core import config
 from core.imageio import ImageReadError
 from core.images import load_pixels, to_display_rgb
+from core.maintenance import startup_checks
 from core.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
@@ -23,8 +24,11 @@ READER_KEY = "reader_username"
 
 @st.cache_resource(show_spinner=False)
 def _database(url: str) -> Database:
+    """Once per process: upgrade the schema and clean up after any killed process."""
     upgrade(url)
-    return Database(url)
+    db = Database(url)
+    startup_checks(db, ImageStore(config.images_dir()))
+    return db
 
 
 def get_db() -> Database:

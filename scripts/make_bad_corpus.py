@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit
 
+from core.manifest import COLUMNS
+from tests.bundles import manifest_text, row
 from tests.dicom_factory import make_dicom
 
 DEFAULT_OUT = Path("tests/data/bad")
@@ -154,6 +157,70 @@ def dicom_without_preamble() -> bytes:
     return data[144 + meta_length :]
 
 
+_ZIP_DATE = (2022, 1, 1, 0, 0, 0)
+"""A fixed timestamp for every zip member, so the bundles are byte-for-byte reproducible."""
+ZIP_BOMB_BYTES = 20 * 2**20
+"""The bomb member's unpacked size (20 MiB of zeros, about 20 KiB packed: over 1000×)."""
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data, compresslevel=9)
+    return buf.getvalue()
+
+
+def valid_png(shade: int = 0) -> bytes:
+    """A small gradient PNG that imports fine: the manifest cases fail on the manifest alone."""
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([4 * x, 5 * y, np.full_like(x, shade)], axis=-1).astype(np.uint8)
+    return _encode(Image.fromarray(rgb), "PNG")
+
+
+def _manifest_bundle(bad_rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> bytes:
+    """A valid first row (OK-001), then the bad ones: all or nothing means neither goes in."""
+    rows = [row("OK-001", "ok.png"), *bad_rows]
+    files = {r["gsu_file"]: valid_png(40 * i) for i, r in enumerate(rows)}
+    return _zip({"manifest.csv": manifest_text(rows, columns).encode(), **files})
+
+
+def zip_path_traversal() -> bytes:
+    """A member that would land two folders above wherever the zip were extracted."""
+    rows = [row("BAD-001", "../../x.png")]
+    return _zip({"manifest.csv": manifest_text(rows).encode(), "../../x.png": valid_png()})
+
+
+def zip_bomb() -> bytes:
+    """The image member inflates from about 20 KiB to 20 MiB."""
+    rows = [row("BAD-001", "gsu.png")]
+    return _zip({"manifest.csv": manifest_text(rows).encode(), "gsu.png": bytes(ZIP_BOMB_BYTES)})
+
+
+def manifest_missing_columns() -> bytes:
+    return _manifest_bundle(
+        [row("BAD-001", "gsu.png")], ("patient_code", "sex", "age", "height_cm", "gsu_file")
+    )
+
+
+def manifest_bad_dates() -> bytes:
+    return _manifest_bundle([row("BAD-001", "gsu.png", us_date="2020-13-45", ct_date="31/02/2020")])
+
+
+def manifest_negative_height() -> bytes:
+    return _manifest_bundle([row("BAD-001", "gsu.png", height_cm="-170")])
+
+
+def manifest_bad_sex() -> bytes:
+    return _manifest_bundle([row("BAD-001", "gsu.png", sex="X")])
+
+
+def manifest_duplicate_codes() -> bytes:
+    return _manifest_bundle([row("BAD-DUP", "a.png"), row("BAD-DUP", "b.png")])
+
+
 CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
     ("empty.png", empty_file),
     ("truncated.png", truncated_png),
@@ -172,6 +239,13 @@ CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
     ("undecodable_transfer_syntax.dcm", dicom_undecodable_syntax),
     ("truncated.dcm", dicom_truncated),
     ("no_preamble.dcm", dicom_without_preamble),
+    ("zip_path_traversal.zip", zip_path_traversal),
+    ("zip_bomb.zip", zip_bomb),
+    ("manifest_missing_columns.zip", manifest_missing_columns),
+    ("manifest_bad_dates.zip", manifest_bad_dates),
+    ("manifest_negative_height.zip", manifest_negative_height),
+    ("manifest_bad_sex.zip", manifest_bad_sex),
+    ("manifest_duplicate_codes.zip", manifest_duplicate_codes),
 )
 """(filename, builder): the whole corpus, in the order it is written."""
 

@@ -1,0 +1,138 @@
+"""Every file of the bad-input corpus, imported the way the Cases page imports an upload.
+
+Each one is refused with a message that names the row or file and the reason, or (EXIF,
+CMYK, multi-frame) imported correctly. Image files go in as the GSU image of row 3 of a
+bundle whose row 2 is valid; the manifest cases also start with a valid row. A refused
+import leaves nothing behind, not even the valid row: no row in any table and no file or
+folder in the image store.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from core.archive import BundleError, ZipBundle
+from core.images import load_pixels
+from core.importer import import_bundle
+from core.store import ImageStore
+from db.engine import Database
+from db.models import Base, Image, Patient
+from scripts.make_bad_corpus import CASES, write_corpus
+from tests.bundles import make_zip, png_bytes, row
+
+CODE = "BAD-IMG"
+GOOD = "GOOD-001"
+REFUSED = {
+    "empty.png": "the file is empty",
+    "truncated.png": "truncated or corrupt",
+    "truncated.jpg": "truncated or corrupt",
+    "text_renamed.png": "looks like a text file",
+    "gif_renamed.png": "looks like a GIF",
+    "one_pixel.png": "too small to be an ultrasound frame",
+    "bomb_100000x100000.png": "decompression bomb",
+    "oversized_7000x7000.png": "7000×7000",
+    "no_pixel_data.dcm": "no Pixel Data",
+    "wrong_transfer_syntax.dcm": "'JPEG Baseline (Process 1)'",
+    "unknown_transfer_syntax.dcm": "unknown transfer syntax '1.2.3.4.5.6.7'",
+    "undecodable_transfer_syntax.dcm": "'MPEG2 Main Profile / Main Level'",
+    "truncated.dcm": "less than expected",
+    "no_preamble.dcm": "without the 128-byte preamble",
+}
+"""Image files: a phrase of the reason; the message must also name row 3 and the file."""
+REFUSED_BUNDLES = {
+    "zip_path_traversal.zip": ["unsafe path", "'../../x.png'"],
+    "zip_bomb.zip": ["'gsu.png'", "zip bomb"],
+    "manifest_missing_columns.zip": ["row 1", "lacks the column(s)", "weight_kg", "us_date"],
+    "manifest_bad_dates.zip": [
+        "row 3",
+        "us_date must be a date written YYYY-MM-DD, got '2020-13-45'",
+        "ct_date must be a date written YYYY-MM-DD, got '31/02/2020'",
+    ],
+    "manifest_negative_height.zip": ["row 3", "height_cm must be between 50 and 250 cm, got -170"],
+    "manifest_bad_sex.zip": ["row 3", "sex must be M or F", "'X'"],
+    "manifest_duplicate_codes.zip": ["row 4", "patient_code 'BAD-DUP' is also on row 3"],
+}
+"""Bundles: every phrase must appear in the messages."""
+IMPORTED = {
+    "cmyk.jpg": ("jpeg", 64, 48),
+    "exif_rotated.jpg": ("jpeg", 48, 64),
+    "multiframe.dcm": ("dicom", 80, 64),
+}
+"""Files read correctly: (source format, width, height); EXIF orientation 6 turns 64×48
+into 48×64, and a multi-frame DICOM gives its first frame."""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in write_corpus(tmp_path_factory.mktemp("bad"))}
+
+
+def _bundle(name: str, data: bytes) -> bytes:
+    if name.endswith(".zip"):
+        return data
+    return make_zip(
+        [row(GOOD, "good.png"), row(CODE, name)], {"good.png": png_bytes(1), name: data}
+    )
+
+
+def _import(data: bytes, db: Database, store: ImageStore) -> tuple[bool, list[str]]:
+    """(committed, messages), the page's way: open the zip, then import all or nothing."""
+    try:
+        bundle = ZipBundle(data)
+    except BundleError as exc:
+        return False, [str(exc)]
+    report = import_bundle(bundle, db, store)
+    return report.committed, [str(p) for p in report.problems]
+
+
+def _row_counts(db: Database) -> dict[str, int]:
+    with db.read() as session:
+        return {
+            table.name: session.scalar(select(func.count()).select_from(table))
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def _store_entries(store: ImageStore) -> list[str]:
+    return sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*"))
+
+
+def test_every_corpus_file_has_an_expectation() -> None:
+    assert {name for name, _ in CASES} == set(REFUSED) | set(REFUSED_BUNDLES) | set(IMPORTED)
+
+
+@pytest.mark.parametrize("name", sorted(set(REFUSED) | set(REFUSED_BUNDLES)))
+def test_refused_with_row_file_and_reason_and_nothing_remains(
+    corpus: dict[str, bytes], db: Database, store: ImageStore, name: str
+) -> None:
+    committed, messages = _import(_bundle(name, corpus[name]), db, store)
+    assert not committed
+    text = "\n".join(messages)
+    if name in REFUSED:
+        expected = ["row 3", f"file '{name}'", REFUSED[name]]
+    else:
+        expected = REFUSED_BUNDLES[name]
+    for phrase in expected:
+        assert phrase in text, (phrase, messages)
+    counts = _row_counts(db)
+    assert set(counts.values()) == {0}, counts
+    assert _store_entries(store) == []
+    assert not list(store.root.parent.parent.rglob("x.png")), "a member escaped the bundle"
+
+
+@pytest.mark.parametrize("name", sorted(IMPORTED))
+def test_read_correctly_and_stored_once(
+    corpus: dict[str, bytes], db: Database, store: ImageStore, name: str
+) -> None:
+    committed, messages = _import(_bundle(name, corpus[name]), db, store)
+    assert committed and messages == []
+    source_format, width, height = IMPORTED[name]
+    with db.read() as session:
+        assert sorted(session.scalars(select(Patient.code))) == [CODE, GOOD]
+        image = session.scalars(select(Image).join(Patient).where(Patient.code == CODE)).one()
+        stored = sorted(session.scalars(select(Image.path)))
+    assert (image.modality, image.source_format) == ("GSU", source_format)
+    assert (image.width, image.height) == (width, height)
+    assert [e for e in _store_entries(store) if "/" in e] == stored
+    assert load_pixels(store, image.path).shape[:2] == (height, width)
