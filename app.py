@@ -121,8 +121,12 @@ else:
         st.Page("pages/cases.py", title="Cases", icon=":material/groups:", default=True),
         st.Page("pages/grading.py", title="Grading", icon=":material/grading:"),
         st.Page("pages/consensus.py", title="Consensus", icon=":material/handshake:"),
+        st.Page("pages/comparison.py", title="Comparison", icon=":material/leaderboard:"),
+        st.Page("pages/review.py", title="Review", icon=":material/biotech:"),
+        st.Page("pages/registry.py", title="Models", icon=":material/model_training:"),
     ]
     if reader.role == "admin":
+        pages.append(st.Page("pages/training.py", title="Training", icon=":material/play_circle:"))
         pages.append(
             st.Page(
                 "pages/admin.py",

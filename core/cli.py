@@ -148,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     from core.auth import add_admin_parser
     from core.backup import add_backup_parser
     from core.baseline import add_features_parser
+    from core.export import add_export_parser
     from core.jobs import add_train_parser
     from core.migrate_db import add_migrate_db_parser
+    from core.review import add_predict_parser
 
     add_train_parser(sub)
     add_features_parser(sub)
+    add_predict_parser(sub)
+    add_export_parser(sub)
     add_admin_parser(sub)
     add_backup_parser(sub)
     add_migrate_db_parser(sub)

@@ -330,7 +330,7 @@ def _detect(name: str, pixels: np.ndarray) -> Box | None:
     return detect_color_box(pixels)
 
 
-def _auto_box(store: ImageStore, cache: ArrayCache, name: str, sha: str, path: str) -> Box | None:
+def auto_box(store: ImageStore, cache: ArrayCache, name: str, sha: str, path: str) -> Box | None:
     def compute() -> dict[str, np.ndarray]:
         try:
             found = _detect(name, load_pixels(store, path))
@@ -414,7 +414,7 @@ def collect_cases(
             entry = boxes.get(image.id, {"consensus": None, "readers": {}, "auto": None})
             auto = entry["auto"]
             if entry["consensus"] is None and not entry["readers"] and auto is None:
-                auto = _auto_box(store, cache, name, image.sha256, image.path)
+                auto = auto_box(store, cache, name, image.sha256, image.path)
                 if auto is None:
                     return f"no crop box for the {_MODALITY[name]} image and none detected"
             what = f"{_MODALITY[name]} image of {patient.code}"
@@ -510,7 +510,7 @@ def _swe_decoded_arrays(
     }
 
 
-def _input_arrays(
+def input_arrays(
     store: ImageStore,
     cache: ArrayCache,
     settings: DatasetSettings,
@@ -578,7 +578,7 @@ def load_task_data(
 
     def arrays(case: Case) -> dict[str, dict[str, np.ndarray]]:
         return {
-            name: _input_arrays(store, cache, settings, name, case.images[name])
+            name: input_arrays(store, cache, settings, name, case.images[name])
             for name in spec.inputs
         }
 

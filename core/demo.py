@@ -4,7 +4,8 @@ Everything is labelled synthetic: patient codes start with ``DEMO-`` and the row
 ``synthetic=True``. Besides the patients, it creates the demo accounts: an admin, two
 human reader accounts with empty queues (password ``DEMO_PASSWORD``), and two simulated
 radiologists whose grades
-and crop boxes are already in (so agreement and consensus have data from the start).
+and crop boxes are already in, with the consensus recorded where they agree (so
+agreement, consensus and the echogenicity task have data from the start).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.importer import encode_png
 from core.store import ImageStore, sha256_hex
 from db import audit
 from db.cases import count_patients
+from db.consensus import auto_agree
 from db.engine import Database
 from db.models import CropBox, CtMeasurement, Grade, Image, Patient, Reader
 from db.readers import ensure_reader
@@ -175,6 +177,8 @@ def load_demo(
             rng = np.random.default_rng(seed)
             for case in rendered:
                 _add_patient(session, case, paths, sims, rng)
+            session.flush()
+            auto_agree(session)
 
         db.write(work)
     except BaseException:

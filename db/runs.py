@@ -17,7 +17,7 @@ Stored JSON shapes (written by ``core.train``):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,34 +147,51 @@ def run_predictions(
     ]
 
 
-def progress_summary(run: TrainingRun) -> tuple[float, str]:
-    """Fraction done (0–1) and a one-line description of where a run is, from its row."""
-    p = run.progress or {}
-    phase = p.get("phase") or run.status
-    if run.status in FINISHED_STATUSES:
-        return (1.0 if run.status == "done" else 0.0), f"Run {run.id} · {run.status}"
-    epochs = p.get("epochs") or 0
-    epoch = p.get("epoch") or 0
+def describe_progress(progress: Mapping[str, Any]) -> tuple[float, str]:
+    """Fraction (0–1) of the current phase and a one-line description of a progress dict.
+
+    Phases: loading (images), features (fast mode: the frozen backbone over every image and
+    its augmented copies), training (epochs), evaluating, saving. The fraction covers the
+    phase that takes the time: features, or the epochs of all folds.
+    """
+    p = progress
+    phase = p.get("phase") or "queued"
+    epochs, epoch = p.get("epochs") or 0, p.get("epoch") or 0
     batch, batches = p.get("batch") or 0, p.get("batches") or 0
     folds, fold = p.get("folds") or 1, p.get("fold") or 0
-    within = 0.0
-    if phase in ("training", "evaluating", "saving") and epochs:
-        within = (max(epoch - 1, 0) + (batch / batches if batches else 0.0)) / epochs
-        if phase != "training":
-            within = 1.0
-    fraction = min(max((fold + within) / folds, 0.0), 1.0)
-    bits = [f"Run {run.id}", phase]
+    within_batches = batch / batches if batches else 0.0
+    fraction = 0.0
+    if phase == "features":
+        copies = (p.get("copies") or 0) + 1
+        fraction = ((p.get("copy") or 0) + within_batches) / copies
+    elif phase == "loading":
+        fraction = within_batches
+    elif phase == "training" and epochs:
+        fraction = (fold + (max(epoch - 1, 0) + within_batches) / epochs) / folds
+    elif phase in ("evaluating", "saving", "done"):
+        fraction = (fold + 1) / folds
+    bits = [phase]
     if folds > 1:
         bits.append(f"fold {fold + 1}/{folds}")
+    if phase == "features" and p.get("copies"):
+        bits.append(f"copy {(p.get('copy') or 0) + 1}/{p['copies'] + 1}")
     if phase == "training" and epochs:
         bits.append(f"epoch {epoch}/{epochs}")
     if phase in ("training", "features", "loading") and batches:
         bits.append(f"batch {batch}/{batches}")
-    if p.get("loss") is not None:
+    if phase == "training" and p.get("loss") is not None:
         bits.append(f"loss {p['loss']:.3f}")
-    if p.get("val_auc") is not None:
+    if phase == "training" and p.get("val_auc") is not None:
         bits.append(f"val AUC {p['val_auc']:.2f}")
-    return fraction, " · ".join(bits)
+    return min(max(fraction, 0.0), 1.0), " · ".join(bits)
+
+
+def progress_summary(run: TrainingRun) -> tuple[float, str]:
+    """``describe_progress`` of a run's row, prefixed with the run; finished runs are 0 or 1."""
+    if run.status in FINISHED_STATUSES:
+        return (1.0 if run.status == "done" else 0.0), f"Run {run.id} · {run.status}"
+    fraction, text = describe_progress(run.progress or {"phase": run.status})
+    return fraction, f"Run {run.id} · {text}"
 
 
 METRIC_COLUMNS = (

@@ -6,6 +6,8 @@ want without a browser lives in ``core`` or ``db``, not here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import streamlit as st
 
@@ -16,8 +18,11 @@ from core.maintenance import startup_checks
 from core.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
-from db.models import Reader
+from db.models import Reader, TrainingRun
 from db.readers import get_reader
+
+if TYPE_CHECKING:
+    from core.review import RunPredictor
 
 READER_KEY = "reader_username"
 
@@ -97,6 +102,24 @@ def require_admin() -> Reader:
 def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
     """Native resolution where it fits, lossless PNG to the browser, no smoothing."""
     st.image(pixels, caption=caption, output_format="PNG", width="content")
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
+def _predictor(run_id: int, path: str | None, stamp: str) -> RunPredictor:
+    """One loaded model per run and model file, shared by every session of the app."""
+    from core.review import load_predictor
+
+    return load_predictor(get_db(), run_id)
+
+
+def get_predictor(run: TrainingRun) -> RunPredictor:
+    """The run's model, loaded once (safe mode, models folder only) and then reused.
+
+    TensorFlow is imported here, on first use, so pages without models start fast.
+    """
+    from core.review import model_stamp
+
+    return _predictor(run.id, run.model_path, model_stamp(run.model_path))
 
 
 def plain(text: str) -> str:

@@ -23,7 +23,15 @@ from db.consensus import (
 )
 from db.grading import image_info
 from db.readers import get_reader
-from pages.components import display_pixels, get_db, plain, require_reader, show_image
+from pages.components import (
+    display_pixels,
+    get_db,
+    get_predictor,
+    get_store,
+    plain,
+    require_reader,
+    show_image,
+)
 
 db = get_db()
 reader = require_reader()
@@ -98,10 +106,49 @@ def disagreement_view(items: list[Disagreement]) -> None:
             color = BOX_COLORS[index % len(BOX_COLORS)]
             shown = draw_boxes(pixels, [None] * index + [g.box])
             show_image(shown, caption=f"box {g.box.as_tuple() if g.box else 'none'} · rgb{color}")
+    model_advice(item)
     if is_admin:
         adjudication_form(item)
     else:
         st.caption("An admin records the adjudicated consensus.")
+
+
+def model_advice(item: Disagreement) -> None:
+    """The echogenicity model as a second reader: advice only, after both readers graded."""
+    from core.review import (
+        SecondReaderUnavailable,
+        echogenicity_runs,
+        finished_runs,
+        second_reader_opinion,
+    )
+
+    runs = echogenicity_runs(db)
+    if not runs:
+        return
+    run = next(r for r in finished_runs(db) if r.id == runs[0])
+    try:
+        advice = second_reader_opinion(
+            db,
+            get_store(),
+            item.image_id,
+            run.id,
+            predictor=get_predictor(run),
+            full_pixels=display_pixels,
+        )
+    except SecondReaderUnavailable as exc:
+        st.caption(plain(str(exc)))
+        return
+    with st.container(border=True):
+        st.text(
+            f"Model advice: {advice.grade_label} echogenicity, p = {advice.probability:.2f} "
+            f"({advice.run_label})"
+        )
+        st.caption(advice.note)
+        left, right = st.columns(2)
+        with left:
+            show_image(advice.overlay_crop, caption="Grad-CAM on the crop")
+        with right:
+            show_image(advice.overlay_full, caption="Grad-CAM in the scan")
 
 
 def kappa_cell(k) -> str:

@@ -11,7 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from core.dataset import TASKS
-from core.jobs import cancel_run, reap_dead_runs, submit_run
+from core.jobs import (
+    MAX_CONCURRENT_ENV,
+    cancel_run,
+    max_concurrent_runs,
+    reap_dead_runs,
+    submit_run,
+)
 from core.train import ARCHITECTURES, DEFAULT_EPOCHS, MODES, TrainSettings
 from core.weights import WeightsUnavailableError
 from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary, run_summary
@@ -46,7 +52,13 @@ with st.form("new_run"):
     )
     left, middle, right = st.columns(3)
     epochs = left.number_input(
-        "Epochs", min_value=1, max_value=500, value=DEFAULT_EPOCHS["fast"], step=1
+        "Epochs",
+        min_value=1,
+        max_value=500,
+        value=DEFAULT_EPOCHS["fast"],
+        step=1,
+        help=f"Most epochs; early stopping on the validation AUC may end sooner. Defaults: "
+        f"{DEFAULT_EPOCHS['fast']} fast, {DEFAULT_EPOCHS['full']} full.",
     )
     weights = middle.text_input(
         "Weights", value="imagenet", help="imagenet (Keras cache), none, or a weights file path"
@@ -93,6 +105,10 @@ def live_runs() -> None:
         runs = active_runs(session)
         recent = list_runs(session, statuses=FINISHED_STATUSES, limit=5)
     st.subheader("Queued and running")
+    st.caption(
+        f"At most {max_concurrent_runs()} run(s) train at once ({MAX_CONCURRENT_ENV}); "
+        "the others wait in the queue and start on their own."
+    )
     if not runs:
         st.caption("No run is queued or training.")
     for run in runs:

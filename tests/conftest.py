@@ -17,6 +17,7 @@ from core.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Base
+from tests.tiny_runs import tiny_models  # noqa: F401  (session fixture: tiny trained runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -46,3 +46,20 @@ def test_a_reader_sees_no_disagreement_before_grading(demo_env):
     assert not at.exception
     assert any("Disagreements to settle (0)" in h.value for h in at.subheader)
     assert not at.get("form")
+
+
+def test_model_advice_is_shown_beside_a_disagreement_labelled_as_advice(demo_env, tiny_models):
+    from core import config
+    from core.store import ImageStore
+    from db.consensus import auto_agree
+    from tests.tiny_runs import add_tiny_run
+
+    db = Database(config.database_url())
+    db.write(auto_agree)
+    add_tiny_run(db, ImageStore(config.images_dir()), tiny_models["gsu"], task="echogenicity_gsu")
+    db.dispose()
+    at = open_page("pages/consensus.py", "admin")
+    assert not at.exception
+    advice = [t.value for t in at.text if t.value.startswith("Model advice:")]
+    assert len(advice) == 1 and "echogenicity, p = " in advice[0]
+    assert any("Advice only" in c.value for c in at.caption)

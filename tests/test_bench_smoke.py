@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import db_scale, pages
+from bench import db_scale, inference, memory, pages
 
 
 @pytest.mark.parametrize(
@@ -12,6 +12,8 @@ from bench import db_scale, pages
     [
         (db_scale, ["--small", "12", "--large", "40"], "db_scale: 12 vs 40 patients"),
         (pages, ["--small", "6", "--large", "12"], "pages: AppTest run time, 6 vs 12"),
+        (inference, ["--size", "32", "--repeat", "1"], "inference: one patient's review"),
+        (memory, ["--size", "32"], "memory: peak RSS"),
     ],
 )
 def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypatch, tmp_path):
@@ -20,4 +22,4 @@ def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypa
     assert module.main(argv) in (0, 1)
     out = capsys.readouterr().out
     assert heading in out
-    assert "ratio" in out
+    assert "ratio" in out or "GB" in out

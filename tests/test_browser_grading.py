@@ -62,7 +62,7 @@ def sign_in(page, username: str, password: str = DEMO_PASSWORD) -> None:
 
 
 def click_grade(page, grade: int) -> None:
-    page.get_by_test_id("stButtonGroup").get_by_text(str(grade), exact=True).click()
+    page.get_by_test_id("stButtonGroup").last.get_by_text(str(grade), exact=True).click()
     _wait_idle(page)
 
 

@@ -64,8 +64,15 @@ def demo(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def own_demo(demo_env: Path) -> Demo:
-    """A per-test copy that the test may change."""
-    return Demo(Database(config.database_url()), ImageStore(config.images_dir()), demo_env / "c")
+    """A per-test copy that the test may change, without the demo's agreement consensus."""
+    db = Database(config.database_url())
+
+    def forget_consensus(session) -> None:
+        session.execute(delete(CropBox).where(CropBox.owner_key == "consensus"))
+        session.execute(delete(ConsensusGrade))
+
+    db.write(forget_consensus)
+    return Demo(db, ImageStore(config.images_dir()), demo_env / "c")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,124 @@
+"""Fast mode (head on cached features of a frozen backbone) vs full fine-tuning.
+
+Run: ``python -m bench.fast_mode [--full-epochs 30] [--archs vgg19,resnet50,densenet121]``.
+On the demo cohort (loaded into a temporary folder) it trains ``sarcopenia_gsu`` per
+architecture at the study's 112×112 in both modes through ``core.train.run_training``, and
+reports the time per epoch, the total time to a trained model, and the test AUC of both.
+Targets (issue 8): fast ≥ 10× faster per epoch, with test AUC within 0.05 of full
+fine-tuning or better. Weights are ``none`` unless ``--weights imagenet`` (the Keras cache
+must hold the files). Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.timing import print_table
+from core.demo import load_demo
+from core.jobs import create_run
+from core.store import ImageStore
+from core.train import TrainSettings, run_training
+from db.engine import Database
+from db.migrate import upgrade
+from db.models import TrainingRun
+from db.runs import run_test_auc
+
+MIN_SPEEDUP = 10.0
+MAX_AUC_LOSS = 0.05
+
+
+def train(db: Database, store: ImageStore, cache: Path, settings: TrainSettings) -> dict:
+    run_id = create_run(db, settings, owner_pid=os.getpid())
+    run_training(db, store, run_id, cache_dir=cache)
+    with db.read() as session:
+        run = session.get(TrainingRun, run_id)
+        timing = (run.metrics or {}).get("timing", {})
+        epochs = max(len((run.history or {}).get("epochs", [])), 1)
+        auc = run_test_auc(run)
+    fitting = timing.get("train_s", 0.0) - timing.get("features_s", 0.0)
+    return {"per_epoch": fitting / epochs, "total": timing.get("total_s", 0.0), "auc": auc}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--archs", default="vgg19,resnet50,densenet121")
+    parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--full-epochs", type=int, default=30, help="the study's schedule")
+    parser.add_argument("--fast-epochs", type=int, default=15)
+    parser.add_argument("--weights", default="none")
+    args = parser.parse_args(argv)
+    rows, failed = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url = f"sqlite:///{folder / 'bench.db'}"
+        upgrade(url)
+        db = Database(url)
+        store = ImageStore(folder / "images")
+        load_demo(db, store, n=args.patients)
+        sizes = None if args.patients >= 141 else (args.patients // 3, 4, 6)
+        for arch in args.archs.split(","):
+            common = {"task": "sarcopenia_gsu", "arch": arch, "weights": args.weights}
+            if sizes:
+                common["sizes"] = sizes
+            fast = train(
+                db,
+                store,
+                folder / "cache",
+                TrainSettings(mode="fast", epochs=args.fast_epochs, **common),
+            )
+            full = train(
+                db,
+                store,
+                folder / "cache",
+                TrainSettings(mode="full", epochs=args.full_epochs, **common),
+            )
+            speedup = full["per_epoch"] / max(fast["per_epoch"], 1e-9)
+            auc_ok = (
+                fast["auc"] is not None
+                and full["auc"] is not None
+                and fast["auc"] >= full["auc"] - MAX_AUC_LOSS
+            )
+            ok = speedup >= MIN_SPEEDUP and auc_ok
+            rows.append(
+                [
+                    arch,
+                    full["per_epoch"],
+                    fast["per_epoch"],
+                    speedup,
+                    full["total"],
+                    fast["total"],
+                    full["auc"],
+                    fast["auc"],
+                    "ok" if ok else "MISS",
+                ]
+            )
+            if not ok:
+                failed.append(arch)
+        db.dispose()
+    print(
+        f"fast_mode: sarcopenia_gsu at 112×112, weights {args.weights}, "
+        f"full {args.full_epochs} / fast {args.fast_epochs} epochs (early stopping may end sooner)"
+    )
+    print_table(
+        [
+            "arch",
+            "full s/epoch",
+            "fast s/epoch",
+            "speedup",
+            "full total s",
+            "fast total s",
+            "full AUC",
+            "fast AUC",
+            f"≥{MIN_SPEEDUP:g}×, ΔAUC ≤ {MAX_AUC_LOSS}",
+        ],
+        rows,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

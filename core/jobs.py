@@ -1,0 +1,617 @@
+"""Training runs as background jobs: create, queue, start, cancel, reap, delete; and the CLI.
+
+Design (one workstation, or several machines on one shared database):
+
+- A run is a ``training_run`` row. ``submit_run`` creates it ``queued`` and calls
+  ``dispatch_queue``, which starts ``python -m core train --run-id N`` as a detached process
+  (its own session, output in ``<data>/logs/run-N.log``) for the oldest queued runs while
+  fewer than ``SARCOPENIA_MAX_CONCURRENT_RUNS`` (default 1: a workstation GPU or two CPU
+  cores train one model at a time) are running.
+- Starting is two-step so that two app sessions dispatching at once cannot start a run
+  twice: one write transaction *reserves* the run (progress phase ``starting``), then the
+  process is launched and its pid recorded. The child *claims* the run (``running``, its
+  pid) in another transaction that re-checks the limit.
+- When a run ends (done, failed or cancelled), its process calls ``dispatch_queue`` before
+  it exits, so the next queued run starts without anyone watching. ``python -m core train
+  --worker`` drains the queue in the foreground instead.
+- A process that dies without a word (kill -9, power cut) leaves a ``running`` row behind;
+  ``reap_dead_runs`` marks it ``failed`` when its pid is gone. Each row's progress records
+  the host and the process start time, so a run on another machine is never reaped here and
+  a reused pid is not mistaken for the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import delete, func, select
+
+from core import config
+from core.dataset import TASKS
+from core.train import (
+    ARCHITECTURES,
+    MODES,
+    TrainSettings,
+    proc_stat,
+    process_tag,
+    run_training,
+)
+from db.engine import Database
+from db.models import Prediction, TrainingRun, utcnow
+
+MAX_CONCURRENT_ENV: Final = "SARCOPENIA_MAX_CONCURRENT_RUNS"
+START_GRACE_S: Final = 60.0
+"""A reservation whose process never recorded its pid is given up after this long."""
+WAIT_POLL_S: Final = 5.0
+STUDY_TASKS: Final = ("sarcopenia_gsu", "sarcopenia_swe", "echogenicity_gsu")
+"""The study's three tasks (Yi et al. 2022), each trained with every architecture."""
+PROJECT_ROOT: Final = Path(__file__).absolute().parents[1]
+
+
+class RunActiveError(RuntimeError):
+    """The run is still training; cancel it first."""
+
+
+def max_concurrent_runs() -> int:
+    """``SARCOPENIA_MAX_CONCURRENT_RUNS`` (default 1)."""
+    raw = os.environ.get(MAX_CONCURRENT_ENV, "1").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_CONCURRENT_ENV} must be a whole number ≥ 1; got {raw!r}.") from None
+    if value < 1:
+        raise ValueError(f"{MAX_CONCURRENT_ENV} must be at least 1; got {value}.")
+    return value
+
+
+def log_path(run_id: int) -> Path:
+    folder = config.data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"run-{run_id}.log"
+
+
+# ---------------------------------------------------------------------------------------
+# Is the trainer alive?
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs (a zombie counts as dead) and, when known, started at that time."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = proc_stat(pid)
+    if fields is None:
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return start_ticks is None or int(fields[19]) == start_ticks
+
+
+def _is_local(progress: dict[str, Any] | None) -> bool:
+    host = (progress or {}).get("host")
+    return host is None or host == socket.gethostname()
+
+
+def _owner_alive(run: TrainingRun) -> bool:
+    """For a run on this host: does the process recorded on it still run?"""
+    progress = run.progress or {}
+    if run.pid is None:
+        return False
+    return pid_alive(run.pid, progress.get("pid_start") if progress.get("pid") == run.pid else None)
+
+
+def _reserved(run: TrainingRun, now: dt.datetime) -> bool:
+    """A queued run that some process is starting (or waits to train in the foreground)."""
+    progress = run.progress or {}
+    if progress.get("phase") != "starting":
+        return False
+    if not _is_local(progress):
+        return True
+    if run.pid is not None:
+        return _owner_alive(run)
+    reserved_at = progress.get("reserved_at")
+    if reserved_at is None:
+        return False
+    age = (now - dt.datetime.fromisoformat(reserved_at)).total_seconds()
+    return age < START_GRACE_S
+
+
+def _is_dead(run: TrainingRun) -> bool:
+    """A local run whose recorded training (or starting) process is gone."""
+    progress = run.progress or {}
+    if run.pid is None or not _is_local(progress):
+        return False
+    if run.status == "queued" and progress.get("phase") != "starting":
+        return False
+    return run.status in ("queued", "running") and not _owner_alive(run)
+
+
+def reap_dead_runs(db: Database) -> int:
+    """Mark ``failed`` every local run whose training process is gone; returns how many.
+
+    Called when the app or the CLI starts, and before each dispatch. Only reads unless some
+    run needs reaping.
+    """
+    unfinished = select(TrainingRun).where(TrainingRun.status.in_(("running", "queued")))
+    with db.read() as session:
+        if not any(_is_dead(run) for run in session.scalars(unfinished)):
+            return 0
+
+    def work(session) -> int:
+        count = 0
+        for run in session.scalars(unfinished).all():
+            if not _is_dead(run):
+                continue
+            if run.status == "running":
+                run.error = f"the training process ended unexpectedly (pid {run.pid})"
+            else:
+                run.error = (
+                    f"the training process ended before it started (pid {run.pid}); "
+                    f"see {log_path(run.id)}"
+                )
+            run.status = "failed"
+            run.finished_at = utcnow()
+            run.progress = {**(run.progress or {}), "phase": "failed"}
+            count += 1
+        return count
+
+    return db.write(work)
+
+
+# ---------------------------------------------------------------------------------------
+# Creating and starting runs
+
+
+def create_run(db: Database, settings: TrainSettings, *, owner_pid: int | None = None) -> int:
+    """A new ``queued`` run for ``settings``; returns its id.
+
+    With ``owner_pid`` the run is reserved for that (running) process, which will train it
+    itself: the dispatcher leaves it alone.
+    """
+
+    def work(session) -> int:
+        run = TrainingRun(
+            task=settings.task,
+            arch=settings.arch,
+            modality=settings.modality,
+            input_size=[list(size) for size in settings.input_sizes().values()],
+            settings=settings.to_dict(),
+            weights_source=settings.weights,
+            status="queued",
+            cancel_requested=False,
+        )
+        if owner_pid is not None:
+            run.pid = owner_pid
+            run.progress = {**process_tag(owner_pid), "phase": "starting"}
+        else:
+            run.progress = {"phase": "queued"}
+        session.add(run)
+        session.flush()
+        return int(run.id)
+
+    return db.write(work)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["SARCOPENIA_DATA_DIR"] = str(config.data_dir().resolve())
+    env["DATABASE_URL"] = config.database_url()
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def start_run_process(run_id: int, db: Database | None = None) -> int:
+    """Launch ``python -m core train --run-id N`` detached and return its pid at once.
+
+    The process gets this process's data folder and database (as absolute settings) and
+    writes its output to ``log_path(run_id)``. With ``db`` the pid is recorded on the run
+    right away, so a crash before the child claims the run is still noticed by the reaper.
+    """
+    with open(log_path(run_id), "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "core", "train", "--run-id", str(run_id)],
+            cwd=PROJECT_ROOT,
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    if db is not None:
+        tag = process_tag(child.pid)
+
+        def work(session) -> None:
+            run = session.get(TrainingRun, run_id)
+            if run is not None and run.status == "queued" and run.pid is None:
+                run.pid = child.pid
+                run.progress = {**(run.progress or {}), **tag, "phase": "starting"}
+
+        db.write(work)
+    return child.pid
+
+
+def _running_count(session, exclude: int | None = None) -> int:
+    query = select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running")
+    if exclude is not None:
+        query = query.where(TrainingRun.id != exclude)
+    return int(session.scalar(query) or 0)
+
+
+def dispatch_queue(
+    db: Database, launch: Callable[[int, Database], int] = start_run_process
+) -> list[int]:
+    """Start processes for the oldest queued runs while slots are free; returns their ids."""
+    reap_dead_runs(db)
+    limit = max_concurrent_runs()
+    host = socket.gethostname()
+
+    def reserve(session) -> list[int]:
+        now = utcnow()
+        queued = session.scalars(
+            select(TrainingRun).where(TrainingRun.status == "queued").order_by(TrainingRun.id)
+        ).all()
+        busy = _running_count(session) + sum(_reserved(run, now) for run in queued)
+        chosen: list[int] = []
+        for run in queued:
+            if busy + len(chosen) >= limit:
+                break
+            if run.cancel_requested or _reserved(run, now):
+                continue
+            run.pid = None
+            run.progress = {"phase": "starting", "host": host, "reserved_at": now.isoformat()}
+            chosen.append(int(run.id))
+        return chosen
+
+    chosen = db.write(reserve)
+    for run_id in chosen:
+        launch(run_id, db)
+    return chosen
+
+
+def submit_run(db: Database, settings: TrainSettings) -> int:
+    """Queue a run and start it in the background if a slot is free; returns at once."""
+    run_id = create_run(db, settings)
+    dispatch_queue(db)
+    return run_id
+
+
+def claim_run(db: Database, run_id: int, *, release_if_busy: bool = True) -> bool:
+    """Mark the queued run ``running`` in this process, unless the limit is reached.
+
+    False when the run is no longer queued (cancelled, or claimed by another process), or
+    when all slots are taken; then, with ``release_if_busy``, the reservation is dropped so
+    that the next dispatch starts it again.
+    """
+    tag = process_tag()
+    limit = max_concurrent_runs()
+
+    def work(session) -> bool:
+        run = session.get(TrainingRun, run_id)
+        if run is None or run.status != "queued" or run.cancel_requested:
+            return False
+        if run.pid is not None and run.pid != tag["pid"] and _owner_alive(run):
+            return False
+        if _running_count(session, exclude=run_id) >= limit:
+            if release_if_busy:
+                run.pid = None
+                run.progress = {"phase": "queued"}
+            return False
+        run.status = "running"
+        run.pid = tag["pid"]
+        run.started_at = utcnow()
+        run.progress = {**tag, "phase": "starting"}
+        return True
+
+    return db.write(work)
+
+
+def claim_next(db: Database) -> int | None:
+    """Claim the oldest queued run nobody is starting (``--worker``); None when none is free."""
+    reap_dead_runs(db)
+    now = utcnow()
+    with db.read() as session:
+        candidates = [
+            run.id
+            for run in session.scalars(
+                select(TrainingRun).where(TrainingRun.status == "queued").order_by(TrainingRun.id)
+            )
+            if not run.cancel_requested and not _reserved(run, now)
+        ]
+    for run_id in candidates:
+        if claim_run(db, run_id, release_if_busy=False):
+            return run_id
+        with db.read() as session:
+            if _running_count(session) >= max_concurrent_runs():
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Cancel and delete
+
+
+def cancel_run(db: Database, run_id: int) -> str:
+    """Ask a run to stop; returns its status afterwards.
+
+    A queued run is cancelled at once. A running one gets ``cancel_requested``: the trainer
+    sees it within about half a second and ends the run ``cancelled``; if the trainer is
+    already gone, the run is marked cancelled here. Finished runs are left as they are.
+    """
+
+    def work(session) -> str:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise ValueError(f"There is no training run {run_id}.")
+        if run.status not in ("queued", "running"):
+            return run.status
+        run.cancel_requested = True
+        gone = run.status == "running" and _is_local(run.progress) and not _owner_alive(run)
+        if run.status == "queued" or gone:
+            run.status = "cancelled"
+            run.error = "Cancelled on request."
+            run.finished_at = utcnow()
+            run.progress = {**(run.progress or {}), "phase": "cancelled"}
+        return run.status
+
+    return db.write(work)
+
+
+def delete_run(db: Database, run_id: int) -> None:
+    """Remove a finished or queued run, its predictions, model file and log.
+
+    Only files inside the models folder are deleted, whatever path the row holds.
+    """
+
+    def work(session) -> str | None:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise ValueError(f"There is no training run {run_id}.")
+        if run.status == "running":
+            raise RunActiveError(f"Run {run_id} is still training; cancel it first.")
+        session.execute(delete(Prediction).where(Prediction.run_id == run_id))
+        path = run.model_path
+        session.delete(run)
+        return path
+
+    model_path = db.write(work)
+    models = config.models_dir().resolve()
+    if model_path:
+        path = Path(model_path).resolve()
+        if path.is_relative_to(models) and path != models:
+            path.unlink(missing_ok=True)
+    log_path(run_id).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``python -m core train ...``: train now, queue in the background, or drain the queue."""
+    p = sub.add_parser(
+        "train",
+        help="train a model (or the whole study grid) and store it with its metrics",
+        description="Train a DCNN for one task (Yi et al. 2022: Adam 1e-4, LR cut by 0.1 on "
+        "plateau). Fast mode trains the head on cached features of a frozen backbone; full "
+        "mode fine-tunes every layer. Results go to the database and "
+        "<data>/models/run-<id>.keras.",
+    )
+    p.add_argument("--task", choices=sorted(TASKS), help="what to predict")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="vgg19", help="backbone")
+    p.add_argument("--mode", choices=MODES, default="fast", help="fast (default) or full")
+    p.add_argument("--epochs", type=int, default=None, help="default 15 fast, 30 full")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (default; from the Keras cache), none, or a weights file path",
+    )
+    p.add_argument("--k-folds", type=int, default=0, help="k-fold cross-validation (0: one split)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--input-size", type=int, default=None, help="side of every input, pixels")
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="TRAIN,VAL,TEST patients (default: 17 val, 20 test, the rest train)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument(
+        "--unfreeze-last-block", action="store_true", help="fast mode: train the last block too"
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--all",
+        action="store_true",
+        help="the study grid: 3 tasks × 3 architectures, plus GSU+SWE fusion per architecture",
+    )
+    what.add_argument("--run-id", type=int, help=argparse.SUPPRESS)
+    what.add_argument("--worker", action="store_true", help="train every queued run, then exit")
+    what.add_argument("--background", action="store_true", help="queue the run and return at once")
+    p.set_defaults(handler=cmd_train)
+    return p
+
+
+def _parse_sizes(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace("/", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3:
+        raise ValueError(f"--sizes takes three whole numbers TRAIN,VAL,TEST; got {text!r}.")
+    return sizes  # type: ignore[return-value]
+
+
+def settings_from_args(args: argparse.Namespace, task: str, arch: str) -> TrainSettings:
+    return TrainSettings(
+        task=task,
+        arch=arch,
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        input_size=args.input_size,
+        seed=args.seed,
+        sizes=_parse_sizes(args.sizes),
+        k_folds=args.k_folds,
+        augment=not args.no_augment,
+        unfreeze_last_block=args.unfreeze_last_block,
+    )
+
+
+def study_grid(args: argparse.Namespace) -> list[TrainSettings]:
+    """Every study task with every architecture, then fusion with each as GSU backbone."""
+    grid = [settings_from_args(args, t, a) for t in STUDY_TASKS for a in ARCHITECTURES]
+    grid += [settings_from_args(args, "sarcopenia_fusion", a) for a in ARCHITECTURES]
+    return grid
+
+
+def _bar_listener(description: str) -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
+    """A tqdm bar over the current phase (``db.runs.describe_progress``) fed by the run."""
+    from tqdm import tqdm
+
+    from db.runs import describe_progress
+
+    bar = tqdm(total=1.0, desc=description, file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+
+    def listen(state: dict[str, Any]) -> None:
+        fraction, text = describe_progress(state)
+        bar.n = round(fraction, 4)
+        bar.set_postfix_str(text, refresh=True)
+
+    return listen, bar.close
+
+
+def _train_here(db: Database, store: Any, run_id: int, description: str) -> str:
+    listen, close = _bar_listener(description)
+    try:
+        return run_training(db, store, run_id, listener=listen)
+    finally:
+        close()
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(db: Database, run_ids: Sequence[int]) -> str:
+    """Plain-text table: run, task, arch, status, test AUC (95% CI), val AUC, minutes."""
+    header = f"{'run':>4}  {'task':<18} {'arch':<12} {'status':<9} {'test AUC (95% CI)':<20} "
+    header += f"{'val AUC':>7} {'min':>5}"
+    lines = [header, "-" * len(header)]
+    with db.read() as session:
+        for run_id in run_ids:
+            run = session.get(TrainingRun, run_id)
+            if run is None:
+                continue
+            metrics = run.metrics or {}
+            test, val = metrics.get("test") or {}, metrics.get("val") or {}
+            ci = ""
+            if test.get("auc_lower") is not None:
+                ci = f" ({test['auc_lower']:.2f}–{test['auc_upper']:.2f})"
+            minutes = (
+                (run.finished_at - run.started_at).total_seconds() / 60
+                if run.finished_at and run.started_at
+                else None
+            )
+            lines.append(
+                f"{run.id:>4}  {run.task:<18} {run.arch:<12} {run.status:<9} "
+                f"{_fmt(test.get('auc')) + ci:<20} {_fmt(val.get('auc')):>7} "
+                f"{_fmt(minutes, 1):>5}"
+            )
+            if run.status == "failed" and run.error:
+                lines.append(f"      error: {run.error.splitlines()[0][:150]}")
+    return "\n".join(lines)
+
+
+def _foreground(db: Database, store: Any, settings: TrainSettings) -> int:
+    """Create a run owned by this process, wait for a free slot, and train it here."""
+    run_id = create_run(db, settings, owner_pid=os.getpid())
+    waiting = False
+    while not claim_run(db, run_id, release_if_busy=False):
+        with db.read() as session:
+            run = session.get(TrainingRun, run_id)
+            if run is None or run.status != "queued":
+                return run_id
+        if not waiting:
+            print(f"Run {run_id} waits for a free training slot ({MAX_CONCURRENT_ENV}).")
+            waiting = True
+        time.sleep(WAIT_POLL_S)
+    with contextlib.suppress(Exception):  # already marked failed, shown in the summary
+        _train_here(db, store, run_id, f"run {run_id} {settings.task} {settings.arch}")
+    return run_id
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.cli import CommandError, open_database
+    from core.store import ImageStore
+
+    db = open_database()
+    reaped = reap_dead_runs(db)
+    if reaped:
+        print(f"Marked {reaped} run(s) failed whose training process had ended.")
+    store = ImageStore(config.images_dir())
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    if args.run_id is not None:
+        try:
+            if not claim_run(db, args.run_id):
+                print(f"Run {args.run_id} is not waiting to start here; nothing to do.")
+                return 0
+            status = run_training(db, store, args.run_id)
+        finally:
+            dispatch_queue(db)
+        print(f"Run {args.run_id}: {status}.")
+        return 0
+    if args.worker:
+        run_ids = []
+        while (run_id := claim_next(db)) is not None:
+            run_ids.append(run_id)
+            try:
+                _train_here(db, store, run_id, f"run {run_id}")
+            except Exception:
+                continue
+        print(summary_table(db, run_ids) if run_ids else "No queued run to train.")
+        return 0
+
+    try:
+        grid = study_grid(args) if args.all else None
+        if grid is None:
+            if not args.task:
+                raise CommandError("Give --task (or --all for the study grid).")
+            grid = [settings_from_args(args, args.task, args.arch)]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.background:
+        run_id = submit_run(db, grid[0])
+        print(f"Queued run {run_id}; progress in the app or in {log_path(run_id)}.")
+        return 0
+    run_ids = [_foreground(db, store, settings) for settings in grid]
+    print(summary_table(db, run_ids))
+    with db.read() as session:
+        statuses = [session.get(TrainingRun, r).status for r in run_ids]
+    dispatch_queue(db)
+    return 0 if all(s == "done" for s in statuses) else 1

@@ -1,0 +1,151 @@
+"""AppTest of the Comparison and Review pages on a database holding two tiny trained runs.
+
+The pages run directly (``AppTest.from_file`` on the page script), signed in through the
+session state, so they are tested whatever ``app.py`` registers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import config
+from core.store import ImageStore
+from db.consensus import auto_agree
+from db.engine import Database
+from tests.tiny_runs import add_tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def _page(name: str, reader: str | None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    if reader:
+        at.session_state["reader_username"] = reader
+    return at.run()
+
+
+@pytest.fixture
+def two_runs(demo_env: Path, tiny_models) -> tuple[int, int]:
+    db = Database(config.database_url())
+    store = ImageStore(config.images_dir())
+    db.write(auto_agree)
+    runs = (
+        add_tiny_run(db, store, tiny_models["gsu"]),
+        add_tiny_run(db, store, tiny_models["swe"]),
+    )
+    db.dispose()
+    return runs
+
+
+def test_pages_ask_to_sign_in(demo_env):
+    for name in ("comparison", "review"):
+        at = _page(name, None)
+        assert not at.exception
+        assert any("Sign in" in i.value for i in at.info)
+
+
+def test_pages_explain_when_there_is_no_run(demo_env):
+    at = _page("comparison", "admin")
+    assert not at.exception
+    assert any("No finished training run" in i.value for i in at.info)
+    at = _page("review", "admin")
+    assert not at.exception
+    assert any("No finished training run" in i.value for i in at.info)
+
+
+def test_comparison_shows_table_1_beside_the_paper(two_runs):
+    gsu, swe = two_runs
+    at = _page("comparison", "admin")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table.index) == ["AUC", "Sensitivity", "Specificity", "PPV", "NPV", "Accuracy"]
+    assert list(table.columns) == [f"SWE VGG19 (run {swe})", f"GSU VGG19 (run {gsu})"]
+    assert all("(" in cell or cell == "n/a" for cell in table.stack())
+    assert "(" in table.iloc[0, 0]
+    paper = at.dataframe[1].value
+    assert paper.loc["AUC", "SWE VGG19 (paper)"] == "0.84"
+    assert len(at.get("plotly_chart")) == 2
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Table 1 (CSV)", "HTML", "PNG", "Labeled CSV + data dictionary (zip)"} <= labels
+    assert any("Paired DeLong" in h.value for h in at.subheader)
+
+    at.toggle(key="cmp_details").set_value(True).run()
+    assert not at.exception
+    assert "TP / FP / TN / FN" in at.dataframe[0].value.index
+    at.toggle(key="cmp_baseline").set_value(True).run()
+    assert not at.exception
+    assert any(c.startswith("Radiomics baseline") for c in at.dataframe[0].value.columns)
+
+
+def test_a_reader_sees_no_export(two_runs):
+    at = _page("comparison", "radiologist1")
+    assert not at.exception
+    labels = {b.label for b in at.get("download_button")}
+    assert "Table 1 (CSV)" in labels
+    assert "Labeled CSV + data dictionary (zip)" not in labels
+
+
+def test_review_shows_a_test_patient_with_every_model(two_runs):
+    gsu, swe = two_runs
+    at = _page("review", "admin")
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 24
+    at.selectbox(key="f_subset").set_value("test").run()
+    test_codes = list(at.dataframe[0].value["code"])
+    assert len(test_codes) == 6
+    at.selectbox(key="review_patient").set_value(test_codes[0]).run()
+    assert not at.exception
+    assert any(test_codes[0] in h.value.replace("\\", "") for h in at.subheader)
+    texts = [t.value for t in at.text]
+    assert f"GSU VGG19 (run {gsu})" in texts and f"SWE VGG19 (run {swe})" in texts
+    assert texts.count("Subset: test") == 2
+    assert sum("test-set patient" in m.value for m in at.markdown) == 2
+    assert sum(m.label == "Probability" for m in at.metric) == 2
+    assert any(t.startswith("Truth: ") for t in texts)
+    readers = at.dataframe[1].value
+    assert {"Simulated reader A (13 y experience)", "consensus (agreement)"} <= set(
+        readers["reader"]
+    )
+
+    at.toggle(key="f_wrong").set_value(True).run()
+    assert not at.exception
+
+
+def test_review_blinds_a_reader_who_has_not_graded(two_runs):
+    at = _page("review", "radiologist1")
+    assert not at.exception
+    assert any("other grades stay hidden" in i.value for i in at.info)
+    assert at.dataframe[0].value["echogenicity_high"].isna().all()
+
+
+def test_cohort_jobs_start_from_the_page_and_show_progress(two_runs, monkeypatch):
+    import json
+    import os
+
+    import core.review
+    from core.train import process_tag
+
+    gsu, swe = two_runs
+    started = []
+    monkeypatch.setattr(core.review, "start_predict_job", lambda run_id: started.append(run_id))
+    at = _page("review", "admin")
+    assert not at.exception
+    at.button(key=f"cohort_{gsu}").click().run()
+    assert not at.exception
+    assert started == [gsu]
+
+    tag = process_tag()
+    status = {"state": "running", "done": 5, "total": 24, **tag}
+    path = core.review.prediction_root() / f"run-{swe}" / "job.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(status))
+    at = _page("review", "admin")
+    assert not at.exception
+    bars = at.get("progress")
+    assert len(bars) == 1 and bars[0].value == int(100 * 5 / 24)
+    assert not any(b.key == f"cohort_{swe}" for b in at.button)
+    assert tag["pid"] == os.getpid()
