@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from bench.timing import print_table
 from core.demo import load_demo
 from core.jobs import create_run
@@ -37,10 +39,11 @@ def train(db: Database, store: ImageStore, cache: Path, settings: TrainSettings)
     with db.read() as session:
         run = session.get(TrainingRun, run_id)
         timing = (run.metrics or {}).get("timing", {})
-        epochs = max(len((run.history or {}).get("epochs", [])), 1)
+        seconds = [e["seconds"] for e in (run.history or {}).get("epochs", []) if "seconds" in e]
         auc = run_test_auc(run)
-    fitting = timing.get("train_s", 0.0) - timing.get("features_s", 0.0)
-    return {"per_epoch": fitting / epochs, "total": timing.get("total_s", 0.0), "auc": auc}
+    steady = seconds[1:] or seconds  # the first epoch also traces the graph
+    per_epoch = float(np.median(steady)) if steady else float("nan")
+    return {"per_epoch": per_epoch, "total": timing.get("total_s", 0.0), "auc": auc}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-epochs", type=int, default=30, help="the study's schedule")
     parser.add_argument("--fast-epochs", type=int, default=15)
     parser.add_argument("--weights", default="none")
+    parser.add_argument("--size", type=int, default=112, help="input side (study: 112)")
     args = parser.parse_args(argv)
     rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         load_demo(db, store, n=args.patients)
         sizes = None if args.patients >= 141 else (args.patients // 3, 4, 6)
         for arch in args.archs.split(","):
-            common = {"task": "sarcopenia_gsu", "arch": arch, "weights": args.weights}
+            common = {
+                "task": "sarcopenia_gsu",
+                "arch": arch,
+                "weights": args.weights,
+                "input_size": args.size,
+            }
             if sizes:
                 common["sizes"] = sizes
             fast = train(
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(arch)
         db.dispose()
     print(
-        f"fast_mode: sarcopenia_gsu at 112×112, weights {args.weights}, "
+        f"fast_mode: sarcopenia_gsu at {args.size}×{args.size}, weights {args.weights}, "
         f"full {args.full_epochs} / fast {args.fast_epochs} epochs (early stopping may end sooner)"
     )
     print_table(

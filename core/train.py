@@ -322,6 +322,7 @@ def _keras_progress(reporter: ProgressReporter) -> keras.callbacks.Callback:
 
     class DbProgress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch_started = time.monotonic()
             reporter.update(
                 force=True,
                 phase="training",
@@ -344,6 +345,7 @@ def _keras_progress(reporter: ProgressReporter) -> keras.callbacks.Callback:
                 "val_loss": logs.get("val_loss"),
                 "val_auc": logs.get("val_auc"),
                 "learning_rate": float(np.asarray(lr)),
+                "seconds": time.monotonic() - self.epoch_started,
             }
             reporter.state.update(loss=record["loss"], val_auc=record["val_auc"])
             reporter.add_epoch(record)

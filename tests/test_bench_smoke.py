@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import db_scale, inference, memory, pages
+from bench import db_scale, fast_mode, inference, input_pipeline, memory, pages
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,27 @@ from bench import db_scale, inference, memory, pages
         (pages, ["--small", "6", "--large", "12"], "pages: AppTest run time, 6 vs 12"),
         (inference, ["--size", "32", "--repeat", "1"], "inference: one patient's review"),
         (memory, ["--size", "32"], "memory: peak RSS"),
+        (
+            input_pipeline,
+            ["--patients", "16", "--size", "32", "--epochs", "1"],
+            "input_pipeline:",
+        ),
+        (
+            fast_mode,
+            [
+                "--patients",
+                "30",
+                "--archs",
+                "vgg19",
+                "--size",
+                "32",
+                "--full-epochs",
+                "1",
+                "--fast-epochs",
+                "1",
+            ],
+            "fast_mode: sarcopenia_gsu at 32×32",
+        ),
     ],
 )
 def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypatch, tmp_path):
@@ -22,4 +43,4 @@ def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypa
     assert module.main(argv) in (0, 1)
     out = capsys.readouterr().out
     assert heading in out
-    assert "ratio" in out or "GB" in out
+    assert "---" in out or "GB" in out
