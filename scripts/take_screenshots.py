@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.serve import streamlit_server
+from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("Cases", "Grading", "Consensus", "Training", "Models", "Comparison", "Review")
-LAUNCH_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def ensure_demo(data: Path) -> None:
@@ -51,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("/tmp/sarcopenia-screenshots"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     args = parser.parse_args(argv)
-    chromium = shutil.which("chromium")
+    chromium = CHROMIUM
     if chromium is None:
         print("error: chromium not found (apt-get install chromium)", file=sys.stderr)
         return 1

@@ -7,7 +7,6 @@ pixels within 2 px of the drawn rectangle divided by the display scale.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -17,24 +16,13 @@ from sqlalchemy.orm import Session
 from core.boxes import Box
 from core.demo import DEMO_PASSWORD
 from db.models import CropBox, Grade, Reader
-from tests.serve import streamlit_server
+from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)"
     ),
-]
-LAUNCH_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from core.demo import DEMO_PASSWORD
-from tests.serve import streamlit_server
-from tests.test_browser_grading import CHROMIUM, LAUNCH_ARGS, _wait_idle, sign_in
+from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.test_browser_grading import _wait_idle, sign_in
 
 pytestmark = [
     pytest.mark.browser,

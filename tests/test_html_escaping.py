@@ -26,8 +26,8 @@ from core.importer import import_bundle
 from db.engine import Database
 from db.models import Image, Patient
 from tests.bundles import jpeg_bytes, make_zip, png_bytes, row
-from tests.serve import streamlit_server
-from tests.test_browser_grading import CHROMIUM, LAUNCH_ARGS, _wait_idle, sign_in
+from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.test_browser_grading import _wait_idle, sign_in
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
