@@ -12,9 +12,7 @@ import secrets
 import streamlit as st
 
 from core.auth import AccountError, AdminExistsError, admin_exists, authenticate, create_first_admin
-from core.demo import DEMO_PASSWORD, load_demo
-from db.cases import count_patients
-from pages.components import READER_KEY, current_reader, get_db, get_store
+from pages.components import READER_KEY, current_reader, demo_offer, get_db
 
 st.set_page_config(page_title="RF ultrasound · sarcopenia", page_icon="🦵", layout="wide")
 CLIENT_KEY = "client_key"
@@ -42,6 +40,8 @@ def first_run_page() -> None:
         again = st.text_input("Repeat the password", type="password")
         submitted = st.form_submit_button("Create administrator", type="primary")
     if not submitted:
+        st.divider()
+        st.subheader("Or try the synthetic demo")
         demo_offer()
         return
     if password != again:
@@ -54,30 +54,6 @@ def first_run_page() -> None:
         return
     st.success("Administrator created. Sign in now.")
     st.rerun()
-
-
-def demo_offer() -> None:
-    """On an empty database: the synthetic demo cohort in one click."""
-    with get_db().read() as session:
-        if count_patients(session):
-            return
-    st.divider()
-    st.subheader("Or try the synthetic demo")
-    st.markdown(
-        "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
-        "study (sex, age, echogenicity grades, CT eligibility, sarcopenia). Every image is "
-        "a computer-generated phantom, not a patient scan. It creates the demo accounts "
-        f"`admin`, `radiologist1` and `radiologist2` with the password `{DEMO_PASSWORD}`."
-    )
-    if st.button("Load the synthetic demo cohort", type="primary"):
-        bar = st.progress(0.0, text="Rendering synthetic scans…")
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"Rendering synthetic scans… {done}/{total}")
-
-        n = load_demo(get_db(), get_store(), progress=progress)
-        st.success(f"Loaded {n} synthetic patients. Sign in as admin.")
-        st.rerun()
 
 
 def sign_in_page() -> None:

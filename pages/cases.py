@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from core.archive import BundleError, ZipBundle
-from core.demo import load_demo
 from core.importer import import_bundle
 from core.manifest import (
     FieldError,
@@ -23,13 +22,19 @@ from db.audit import patient_history
 from db.cases import (
     CaseFilter,
     case_labels,
-    count_patients,
     get_patient,
     list_cases,
     update_patient,
 )
 from db.readers import get_reader
-from pages.components import display_pixels, get_db, get_store, require_reader, show_image
+from pages.components import (
+    demo_offer,
+    display_pixels,
+    get_db,
+    get_store,
+    require_reader,
+    show_image,
+)
 
 PAGE_SIZE = 50
 
@@ -37,25 +42,8 @@ db = get_db()
 reader = require_reader()
 st.title("Cases")
 
-with db.read() as session:
-    empty = count_patients(session) == 0
-
-if empty:
-    st.info("The database is empty.")
-    st.markdown(
-        "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
-        "study (sex, age, echogenicity grades, CT eligibility, sarcopenia). Every image is "
-        "a computer-generated phantom, not a patient scan."
-    )
-    if st.button("Load the synthetic demo cohort", type="primary"):
-        bar = st.progress(0.0, text="Rendering synthetic scans…")
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"Rendering synthetic scans… {done}/{total}")
-
-        n = load_demo(db, get_store(), progress=progress)
-        st.success(f"Loaded {n} synthetic patients.")
-        st.rerun()
+if demo_offer():
+    st.info("The database has no patients yet: load the demo or import cases below.")
     st.stop()
 
 

@@ -122,6 +122,35 @@ def get_predictor(run: TrainingRun) -> RunPredictor:
     return _predictor(run.id, run.model_path, model_stamp(run.model_path))
 
 
+def demo_offer() -> bool:
+    """On a database without patients, offer the synthetic demo cohort in one click.
+
+    Returns True when the database was empty (the caller usually stops there).
+    """
+    from core.demo import DEMO_PASSWORD, load_demo
+    from db.cases import count_patients
+
+    with get_db().read() as session:
+        if count_patients(session):
+            return False
+    st.markdown(
+        "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
+        "study (sex, age, echogenicity grades, CT eligibility, sarcopenia). Every image is "
+        "a computer-generated phantom, not a patient scan. It creates the demo accounts "
+        f"`admin`, `radiologist1` and `radiologist2` with the password `{DEMO_PASSWORD}`."
+    )
+    if st.button("Load the synthetic demo cohort", type="primary"):
+        bar = st.progress(0.0, text="Rendering synthetic scans…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"Rendering synthetic scans… {done}/{total}")
+
+        n = load_demo(get_db(), get_store(), progress=progress)
+        st.success(f"Loaded {n} synthetic patients.")
+        st.rerun()
+    return True
+
+
 def plain(text: str) -> str:
     """Escape Markdown so user-supplied text (codes, file names) shows literally."""
     specials = "\\`*_{}[]()#+-.!|<>~$"

@@ -12,8 +12,8 @@ from scripts.make_bad_corpus import CASES, main, write_corpus
 from tests.dicom_factory import gray_pattern
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
-REFUSED = {
-    "empty.png": "empty",
+REFUSED = {  # file → words its error must contain; shared with test_bad_inputs
+    "empty.png": "the file is empty",
     "truncated.png": "truncated or corrupt",
     "truncated.jpg": "truncated or corrupt",
     "text_renamed.png": "looks like a text file",

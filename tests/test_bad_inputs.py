@@ -20,25 +20,10 @@ from db.engine import Database
 from db.models import Base, Image, Patient
 from scripts.make_bad_corpus import CASES, write_corpus
 from tests.bundles import make_zip, png_bytes, row
+from tests.test_bad_images import REFUSED
 
 CODE = "BAD-IMG"
 GOOD = "GOOD-001"
-REFUSED = {
-    "empty.png": "the file is empty",
-    "truncated.png": "truncated or corrupt",
-    "truncated.jpg": "truncated or corrupt",
-    "text_renamed.png": "looks like a text file",
-    "gif_renamed.png": "looks like a GIF",
-    "one_pixel.png": "too small to be an ultrasound frame",
-    "bomb_100000x100000.png": "decompression bomb",
-    "oversized_7000x7000.png": "7000×7000",
-    "no_pixel_data.dcm": "no Pixel Data",
-    "wrong_transfer_syntax.dcm": "'JPEG Baseline (Process 1)'",
-    "unknown_transfer_syntax.dcm": "unknown transfer syntax '1.2.3.4.5.6.7'",
-    "undecodable_transfer_syntax.dcm": "'MPEG2 Main Profile / Main Level'",
-    "truncated.dcm": "less than expected",
-    "no_preamble.dcm": "without the 128-byte preamble",
-}
 """Image files: a phrase of the reason; the message must also name row 3 and the file."""
 REFUSED_BUNDLES = {
     "zip_path_traversal.zip": ["unsafe path", "'../../x.png'"],
