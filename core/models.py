@@ -12,9 +12,14 @@ Conventions shared by all models:
   or ``(H, W, 3)`` RGB. The ``ArchPreprocess`` layer inside the model repeats gray to three
   channels, rescales to 0..255 and applies the backbone's own ImageNet preprocessing, so a
   saved ``.keras`` file is self-contained and reloads with ``safe_mode=True`` (no Lambda).
-- Head: global pooling → ``Dense(dense_units, relu)`` → ``Dropout`` → ``Dense(name="logit")``
-  → ``Activation(sigmoid|softmax, name="prob")``. The separate ``logit`` layer lets Grad-CAM
-  differentiate the pre-activation score.
+- Head: global pooling → ``Normalization`` (``head_norm``) → ``Dense(dense_units, relu)`` →
+  ``Dropout`` → ``Dense(name="logit")`` → ``Activation(sigmoid|softmax, name="prob")``. The
+  separate ``logit`` layer lets Grad-CAM differentiate the pre-activation score. The
+  normalization is the identity until ``set_feature_statistics`` gives it the training
+  patients' feature mean and variance (training does, before the first epoch): pooled
+  backbone features can sit far from unit scale (about 0.03 for a randomly initialized
+  VGG19, which has no BatchNormalization), and a head trained with the study's Adam at 1e-4
+  on such inputs barely moves.
 - Layers this module adds are named ``image``/``gsu``/``swe`` (inputs), ``*preprocess``,
   ``head_*``, ``swe_*``, ``fusion_*``, ``logit`` and ``prob``; every other layer belongs to
   the backbone (``freeze_backbone`` relies on this).
@@ -92,6 +97,13 @@ GSU_SIZE: Final = (112, 112)
 """GSU crop size in the study (height, width)."""
 SWE_SIZE: Final = (84, 84)
 """SWE crop size in the study (height, width)."""
+
+
+FEATURE_NORM_LAYER: Final = "head_norm"
+"""Standardizes the pooled backbone features; see ``set_feature_statistics``."""
+
+VARIANCE_FLOOR: Final = 1e-4
+"""Smallest variance ``set_feature_statistics`` stores, as a fraction of the mean variance."""
 
 
 class ModelSpecError(ValueError):
@@ -241,7 +253,8 @@ def build_model(spec: ModelSpec) -> keras.Model:
         ModelSpecError: the weights file does not fit the backbone.
     """
     image = keras.Input(shape=spec.input_shape, name="image")
-    features = _pool(spec, "head_pool")(_backbone(spec, image, prefix=""))
+    pooled = _pool(spec, "head_pool")(_backbone(spec, image, prefix=""))
+    features = layers.Normalization(name=FEATURE_NORM_LAYER)(pooled)
     return keras.Model(image, _head(features, spec), name=f"{spec.arch}_classifier")
 
 
@@ -271,7 +284,8 @@ def build_fusion_model(
             f"use at least {smallest}×{smallest} (the study used 84×84)."
         )
     gsu = keras.Input(shape=gsu_spec.input_shape, name="gsu")
-    gsu_features = _pool(gsu_spec, "head_gsu_pool")(_backbone(gsu_spec, gsu, prefix="gsu_"))
+    gsu_pooled = _pool(gsu_spec, "head_gsu_pool")(_backbone(gsu_spec, gsu, prefix="gsu_"))
+    gsu_features = layers.Normalization(name=FEATURE_NORM_LAYER)(gsu_pooled)
 
     swe = keras.Input(shape=(*swe_size, swe_channels), name="swe")
     y = swe
@@ -287,6 +301,30 @@ def build_fusion_model(
     return keras.Model(
         {"gsu": gsu, "swe": swe}, _head(features, gsu_spec), name=f"{gsu_spec.arch}_fusion"
     )
+
+
+def set_feature_statistics(model: keras.Model, features: np.ndarray) -> None:
+    """Standardize the pooled backbone features with the statistics of ``features``.
+
+    ``features`` are the pooled backbone outputs of the training patients (rows × channels).
+    A channel that never fires on them (a dead ReLU of a random backbone) would divide by
+    zero; its variance is floored at ``VARIANCE_FLOOR`` × the mean variance instead, so an
+    activation on an unseen image stays finite and small.
+    """
+    layer = model.get_layer(FEATURE_NORM_LAYER)
+    features = np.asarray(features, dtype=np.float64)
+    channels = layer.adapt_mean.shape[-1]
+    if features.ndim != 2 or features.shape[1] != channels or len(features) < 2:
+        raise ModelSpecError(
+            f"Feature statistics need at least two rows of {channels} pooled features; "
+            f"got an array of shape {features.shape}."
+        )
+    variance = features.var(axis=0)
+    floor = max(float(variance.mean()) * VARIANCE_FLOOR, 1e-12)
+    layer.adapt_mean.assign(features.mean(axis=0).astype("float32"))
+    layer.adapt_variance.assign(np.maximum(variance, floor).astype("float32"))
+    layer.count.assign(len(features))
+    layer.finalize_state()
 
 
 def is_backbone_layer(layer: layers.Layer) -> bool:

@@ -542,6 +542,43 @@ def _batched(
     return np.concatenate(out)
 
 
+def _feature_extractor(model: keras.Model) -> keras.Model:
+    """The (GSU) image → pooled backbone features part of ``model``."""
+    import keras
+
+    pool = model.get_layer(_pool_layer_name(model))
+    names = {layer.name for layer in model.layers}
+    image = model.get_layer("gsu").output if "gsu" in names else model.inputs[0]
+    return keras.Model(image, pool.output)
+
+
+def _standardize_features(
+    model: keras.Model,
+    task_data: TaskData,
+    train: np.ndarray,
+    settings: TrainSettings,
+    reporter: ProgressReporter,
+    cache: FeatureCache | None,
+) -> None:
+    """Give the head's normalization the training patients' pooled-feature statistics.
+
+    Fast mode reads them from the feature cache; the other modes make one forward pass of
+    the initial backbone over the training images (a fraction of an epoch).
+    """
+    from core.models import set_feature_statistics
+
+    if cache is not None and cache.plain is not None:
+        features = cache.plain[train]
+    else:
+        extractor = _feature_extractor(model)
+        images = task_data.inputs[TASKS[settings.task].inputs[0]][train]
+        reporter.update(force=True, phase="features", batch=0, copy=0, copies=0)
+        features = _batched(
+            lambda x: extractor(x, training=False), images, settings.batch_size, reporter, 0
+        )
+    set_feature_statistics(model, features)
+
+
 def _extract_features(
     model: keras.Model,
     task_data: TaskData,
@@ -549,16 +586,11 @@ def _extract_features(
     reporter: ProgressReporter,
     cache: FeatureCache,
 ) -> None:
-    import keras
-
     if cache.plain is not None:
         return
     names = TASKS[settings.task].inputs
     fusion = len(names) > 1
-    pool = model.get_layer(_pool_layer_name(model))
-    extractor = keras.Model(
-        model.get_layer("gsu").output if fusion else model.inputs[0], pool.output
-    )
+    extractor = _feature_extractor(model)
     images = task_data.inputs[names[0]]
     bs = settings.batch_size
     started = time.monotonic()
@@ -642,6 +674,7 @@ def _train_cached(
     freeze_backbone(model)
     _extract_features(model, task_data, settings, reporter, cache)
     assert cache.plain is not None
+    _standardize_features(model, task_data, idx["train"], settings, reporter, cache)
     fusion = len(TASKS[settings.task].inputs) > 1
     head = _head_model(model, fusion)
     _compile(head, settings)
@@ -697,6 +730,7 @@ def _train_pipeline(
 
     if settings.mode == "fast":
         freeze_backbone(model, unfreeze_last_block=True)
+    _standardize_features(model, task_data, idx["train"], settings, reporter, None)
     trainer = _trainer(model)
     _compile(trainer, settings)
     bs = settings.batch_size

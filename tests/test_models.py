@@ -15,6 +15,7 @@ import pytest
 from core.models import (
     ARCHITECTURES,
     LAST_CONV_LAYER,
+    VARIANCE_FLOOR,
     ArchPreprocess,
     ModelSpec,
     ModelSpecError,
@@ -24,6 +25,7 @@ from core.models import (
     freeze_backbone,
     is_backbone_layer,
     preprocess_for,
+    set_feature_statistics,
 )
 
 SIZE = (32, 32)
@@ -123,6 +125,42 @@ def test_saved_model_reloads_in_safe_mode_and_predicts_identically(models, tmp_p
         np.asarray(reloaded(x, training=False)), np.asarray(model(x, training=False))
     )
     assert isinstance(reloaded.get_layer("preprocess"), ArchPreprocess)
+
+
+def test_feature_normalization_is_the_identity_until_given_statistics():
+    model = build_model(ModelSpec("vgg19", SIZE, dense_units=4))
+    features = np.random.default_rng(3).uniform(0, 1, (3, 512)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model.get_layer("head_norm")(features)), features)
+
+
+def test_feature_statistics_standardize_and_floor_dead_channels(tmp_path: Path):
+    """Pooled features of a random VGG19 sit near 0.03 (see ``core.models``); after
+    ``set_feature_statistics`` they are standardized, a channel dead on the training
+    patients stays finite on a new image, and the statistics survive saving."""
+    model = build_model(ModelSpec("vgg19", SIZE, dense_units=4))
+    rng = np.random.default_rng(4)
+    features = rng.gamma(2.0, 0.015, (40, 512))
+    features[:, 7] = 0.0
+    set_feature_statistics(model, features)
+    norm = model.get_layer("head_norm")
+    z = np.asarray(norm(features.astype("float32")))
+    np.testing.assert_allclose(np.delete(z.mean(axis=0), 7), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.delete(z.std(axis=0), 7), 1.0, atol=1e-3)
+    unseen = np.full((1, 512), 0.03, dtype="float32")
+    assert np.isfinite(np.asarray(norm(unseen))).all()
+    floor = VARIANCE_FLOOR * features.var(axis=0).mean()
+    assert float(np.asarray(norm(unseen))[0, 7]) == pytest.approx(0.03 / np.sqrt(floor), rel=1e-4)
+    path = tmp_path / "standardized.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True).get_layer("head_norm")
+    np.testing.assert_allclose(np.asarray(reloaded(unseen)), np.asarray(norm(unseen)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 512), (10, 256), (512,)])
+def test_feature_statistics_refuse_the_wrong_shape(shape):
+    model = build_model(ModelSpec("vgg19", SIZE, dense_units=4))
+    with pytest.raises(ModelSpecError, match="pooled features"):
+        set_feature_statistics(model, np.ones(shape))
 
 
 def _fusion_inputs(n: int) -> dict[str, np.ndarray]:

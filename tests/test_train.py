@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from core import config
-from core.dataset import load_task_data
+from core.dataset import load_split, load_task_data
 from core.jobs import cancel_run, claim_run, create_run
+from core.models import VARIANCE_FLOOR
 from core.store import ImageStore
 from core.train import TrainSettings, run_training, subset_metrics
 from db.engine import Database
@@ -78,6 +79,33 @@ def _assert_reload_matches(db: Database, store: ImageStore, run: TrainingRun) ->
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def _assert_head_standardizes_training_features(
+    db: Database, store: ImageStore, run: TrainingRun
+) -> None:
+    """The saved head's normalization holds the training patients' pooled-feature statistics.
+
+    In fast mode the backbone never changes, so the training features come out standardized
+    exactly; full mode fine-tunes the backbone after the statistics were taken, so there the
+    check is only that they came from the training patients.
+    """
+    settings = TrainSettings.from_dict(run.settings)
+    data = load_task_data(db, store, settings.dataset_settings(settings.sizes))
+    (assignment,) = load_split(db, run.split_id)
+    train = [i for i, pid in enumerate(data.patient_ids) if assignment[int(pid)] == "train"]
+    model = keras.models.load_model(run.model_path, safe_mode=True)
+    norm = model.get_layer("head_norm")
+    assert int(norm.count.numpy()) == len(train) == run.metrics["n"]["train"]
+    if settings.mode != "fast":
+        return
+    pooled = keras.Model(model.inputs[0], model.get_layer("head_pool").output)
+    features = np.asarray(pooled(data.inputs["gsu"][train], training=False))
+    z = np.asarray(norm(features))
+    variance = features.var(axis=0)
+    live = variance > 2 * VARIANCE_FLOOR * variance.mean()
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(axis=0)[live], 1.0, atol=1e-2)
+
+
 def _assert_done(db: Database, run: TrainingRun, folds: int = 1) -> None:
     assert run.status == "done", run.error
     assert Path(run.model_path).is_file()
@@ -120,6 +148,7 @@ def test_same_seed_same_predictions_and_saved_model_reloads(env):
     assert len({p for *_, p in _predictions(db, first.id)}) > 1
     assert first.metrics["test"] == second.metrics["test"]
     _assert_reload_matches(db, store, first)
+    _assert_head_standardizes_training_features(db, store, first)
 
 
 def test_full_mode_fine_tunes_with_augmentation_and_reloads(env):
@@ -128,6 +157,7 @@ def test_full_mode_fine_tunes_with_augmentation_and_reloads(env):
     _assert_done(db, run)
     assert run.settings["mode"] == "full"
     _assert_reload_matches(db, store, run)
+    _assert_head_standardizes_training_features(db, store, run)
 
 
 def test_k_fold_pools_out_of_fold_predictions(env):
