@@ -32,8 +32,10 @@ from bench import db_scale, fast_mode, inference, input_pipeline, memory, pages
                 "1",
                 "--fast-epochs",
                 "1",
+                "--k-folds",
+                "2",
             ],
-            "fast_mode: sarcopenia_gsu at 32×32",
+            "2-fold pooled test AUC",
         ),
     ],
 )
