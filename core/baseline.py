@@ -182,7 +182,11 @@ def cmd_features(args: argparse.Namespace) -> int:
     kinds = KINDS if args.kind == "both" else (args.kind,)
     try:
         settings = DatasetSettings(
-            task=args.task, seed=args.seed, sizes=args.split_sizes, k_folds=args.folds
+            task=args.task,
+            seed=args.seed,
+            sizes=args.split_sizes,
+            k_folds=args.folds,
+            test_positives=args.test_positives,
         )
         X, y, names, ids = task_features(
             open_database(),
@@ -233,5 +237,11 @@ def add_features_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--folds", type=int, default=0, help="k-fold cross-validation with k folds (default 0)"
+    )
+    parser.add_argument(
+        "--test-positives",
+        type=int,
+        default=None,
+        help="positive patients in the test set (the study's: 9 of 20); default: stratified",
     )
     parser.set_defaults(handler=cmd_features)

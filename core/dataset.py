@@ -137,6 +137,11 @@ class DatasetSettings:
     to the eligible count to use everyone). With ``k_folds`` ≥ 2 the test set is each
     stratified fold in turn, ``sizes[1]`` patients of the rest form the validation set, and
     ``sizes[0]`` and ``sizes[2]`` are not used. ``input_size`` overrides every input's size.
+
+    ``test_positives`` (single split only) fixes how many positive patients the test set
+    holds instead of stratifying it: the study's Table 1 implies 9 sarcopenic patients among
+    its 20 (45%, against 21% in the cohort), and 9 reproduces that enriched test set. The
+    training and validation sets stay stratified over the patients left.
     """
 
     task: str
@@ -146,6 +151,7 @@ class DatasetSettings:
     aspect: str = "stretch"
     input_size: tuple[int, int] | None = None
     k_folds: int = 0
+    test_positives: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -168,6 +174,18 @@ class DatasetSettings:
             raise ValueError(
                 f"k_folds must be 0 (one split) or at least 2 (k-fold); got {self.k_folds!r}."
             )
+        if self.test_positives is not None:
+            if not _is_int(self.test_positives) or not 1 <= self.test_positives < sizes[2]:
+                raise ValueError(
+                    f"test_positives must be a whole number from 1 to {sizes[2] - 1} (the test "
+                    f"set holds {sizes[2]} patients and needs both classes); "
+                    f"got {self.test_positives!r}."
+                )
+            if self.k_folds:
+                raise ValueError(
+                    "test_positives sets the single split's test set; k-fold tests every "
+                    "patient once, so leave it empty with k_folds."
+                )
 
     @property
     def spec(self) -> TaskSpec:
@@ -178,7 +196,12 @@ class DatasetSettings:
         return {name: self.input_size or self.spec.sizes[name] for name in self.spec.inputs}
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        """JSON-safe settings, as stored with a split and hashed into the fingerprint."""
+        """JSON-safe settings, as stored with a split and hashed into the fingerprint.
+
+        ``test_positives`` appears only when set, so splits stored before it existed keep
+        their fingerprints.
+        """
+        enriched = {} if self.test_positives is None else {"test_positives": self.test_positives}
         return {
             "task": self.task,
             "seed": int(self.seed),
@@ -189,6 +212,7 @@ class DatasetSettings:
             "k_folds": int(self.k_folds),
             "input_sizes": {k: list(v) for k, v in self.input_sizes().items()},
             "pipeline_version": PIPELINE_VERSION,
+            **enriched,
         }
 
     @classmethod
@@ -648,6 +672,25 @@ def _stratified_take(
     return np.sort(rest), np.sort(taken)
 
 
+def _enriched_test(
+    index: np.ndarray, y: np.ndarray, n_test: int, positives: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``index`` into (rest, a test set of exactly ``positives`` positive patients)."""
+    pos, neg = index[y[index] == 1], index[y[index] == 0]
+    negatives = n_test - positives
+    if positives >= len(pos) or negatives >= len(neg):
+        raise SplitError(
+            f"A test set of {positives} positive and {negatives} negative patients leaves "
+            f"too few for training: there are {len(pos)} positive and {len(neg)} negative. "
+            "Ask for fewer test positives or a smaller test set."
+        )
+    rng = np.random.default_rng(seed)
+    test = np.concatenate(
+        [rng.choice(pos, positives, replace=False), rng.choice(neg, negatives, replace=False)]
+    )
+    return np.setdiff1d(index, test), np.sort(test)
+
+
 def make_split(task_data: Labelled, settings: DatasetSettings) -> list[dict[int, str]]:
     """One {patient_id: "train" | "val" | "test"} per fold, stratified by label and seeded.
 
@@ -686,9 +729,14 @@ def make_split(task_data: Labelled, settings: DatasetSettings) -> list[dict[int,
                 f"Split sizes {n_train}/{n_val}/{n_test} need {total} patients but only {n} "
                 f"qualify for task {settings.task!r}; set smaller sizes (they may add up to {n})."
             )
-        if total < n:
-            _, index = _stratified_take(index, y, total, seed, "split")
-        rest, test = _stratified_take(index, y, n_test, seed, "test")
+        if settings.test_positives is None:
+            if total < n:
+                _, index = _stratified_take(index, y, total, seed, "split")
+            rest, test = _stratified_take(index, y, n_test, seed, "test")
+        else:
+            rest, test = _enriched_test(index, y, n_test, settings.test_positives, seed)
+            if n_train + n_val < len(rest):
+                _, rest = _stratified_take(rest, y, n_train + n_val, seed, "split")
         train, val = _stratified_take(rest, y, n_val, seed, "validation")
         folds.append((train, val, test))
     out: list[dict[int, str]] = []

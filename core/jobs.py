@@ -431,6 +431,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         default=None,
         help="TRAIN,VAL,TEST patients (default: 17 val, 20 test, the rest train)",
     )
+    p.add_argument(
+        "--test-positives",
+        type=int,
+        default=None,
+        help="positive patients in the single split's test set (the study's: 9 of 20); "
+        "default: stratified",
+    )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument(
         "--unfreeze-last-block", action="store_true", help="fast mode: train the last block too"
@@ -473,6 +480,7 @@ def settings_from_args(args: argparse.Namespace, task: str, arch: str) -> TrainS
         seed=args.seed,
         sizes=_parse_sizes(args.sizes),
         k_folds=args.k_folds,
+        test_positives=args.test_positives,
         augment=not args.no_augment,
         unfreeze_last_block=args.unfreeze_last_block,
     )

@@ -153,7 +153,7 @@ def run_dataset_settings(session: Session, run: TrainingRun) -> DatasetSettings:
         train = TrainSettings.from_dict(run.settings)
     except (TypeError, ValueError) as exc:
         raise ReviewError(f"Run {run.id} has unreadable settings: {exc}") from None
-    return train.dataset_settings((1, 1, 1))
+    return train.provisional_dataset_settings()
 
 
 def _saved_fold(run: TrainingRun) -> int:

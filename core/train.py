@@ -111,8 +111,10 @@ class TrainSettings:
     ``weights`` is ``"imagenet"`` (the study; from the Keras cache, never downloaded),
     ``"none"`` (random initialization) or the path of a notop weights file. ``sizes`` are
     (train, val, test) patients; None keeps the study's 17 validation and 20 test patients
-    and trains on all the others. ``augment_copies`` is how many augmented copies of each
-    image fast mode adds to the cached features (full mode augments every epoch instead).
+    and trains on all the others; ``test_positives`` fixes the sarcopenic patients in the
+    test set (9 of 20 in the study; see ``DatasetSettings``). ``augment_copies`` is how many
+    augmented copies of each image fast mode adds to the cached features (full mode augments
+    every epoch instead).
     Fusion uses ``arch`` for its GSU backbone. ``run_eagerly`` skips Keras's graph tracing:
     slower per step, but quicker for a run of one or two epochs on a handful of patients.
     """
@@ -130,6 +132,7 @@ class TrainSettings:
     seed: int = 42
     sizes: tuple[int, int, int] | None = None
     k_folds: int = 0
+    test_positives: int | None = None
     normalization: str = "percentile_gamma"
     aspect: str = "stretch"
     augment: bool = True
@@ -165,7 +168,7 @@ class TrainSettings:
         object.__setattr__(self, "input_size", _pair(self.input_size, "input_size"))
         if self.sizes is not None:
             object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
-        self.dataset_settings(self.sizes or (1, 1, 1))
+        self.provisional_dataset_settings()
 
     @property
     def total_epochs(self) -> int:
@@ -196,7 +199,13 @@ class TrainSettings:
             aspect=self.aspect,
             input_size=self.input_size,
             k_folds=self.k_folds,
+            test_positives=self.test_positives,
         )
+
+    def provisional_dataset_settings(self) -> DatasetSettings:
+        """Dataset settings for choosing and loading patients before the sizes are resolved
+        (the study's 17 validation and 20 test patients stand in for unset sizes)."""
+        return self.dataset_settings(self.sizes or (1, *DEFAULT_VAL_TEST))
 
     def check_weights(self) -> None:
         """Fail now, not in the background job, when the backbone weights are missing.
@@ -790,7 +799,7 @@ def _resolve_sizes(
 ) -> tuple[int, int, int]:
     if settings.sizes is not None:
         return settings.sizes
-    cases, _ = collect_cases(db, store, settings.dataset_settings((1, 1, 1)))
+    cases, _ = collect_cases(db, store, settings.provisional_dataset_settings())
     val, test = DEFAULT_VAL_TEST
     train = len(cases) - val - test
     if train < 2:

@@ -72,6 +72,15 @@ with st.form("new_run"):
         "Split sizes TRAIN,VAL,TEST", value="", help="Empty: 17 val, 20 test, the rest train."
     )
     k_folds = right.number_input("k-fold (0 = one split)", min_value=0, max_value=10, value=0)
+    left, _, _ = st.columns(3)
+    test_positives = left.number_input(
+        "Positive patients in the test set (0 = stratified)",
+        min_value=0,
+        max_value=500,
+        value=0,
+        step=1,
+        help="Single split only. The study's test set was enriched: 9 sarcopenic of 20.",
+    )
     augment = st.checkbox("Augment training images", value=True)
     submitted = st.form_submit_button("Start training", type="primary")
 
@@ -87,6 +96,7 @@ if submitted:
             input_size=int(input_size) or None,
             sizes=parse_sizes(sizes_text),
             k_folds=int(k_folds),
+            test_positives=int(test_positives) or None,
             augment=augment,
         )
         settings.check_weights()

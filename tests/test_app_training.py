@@ -95,6 +95,19 @@ def test_admin_starts_a_run_watches_it_and_sees_it_done(db):
     assert finished["test_auc"].iloc[0] is not None
 
 
+def test_an_enriched_test_set_with_k_fold_is_refused_before_queueing(db):
+    at = open_page("pages/training.py", "admin")
+    _widget(at.text_input, "Weights").set_value("none")
+    _widget(at.number_input, "k-fold (0 = one split)").set_value(5)
+    _widget(at.number_input, "Positive patients in the test set (0 = stratified)").set_value(9)
+    at.button(key="FormSubmitter:new_run-Start training").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["The run was not started."]
+    assert "leave it empty with k_folds" in _texts(at)
+    with db.read() as session:
+        assert session.query(TrainingRun).count() == 0
+
+
 def _finished_run(db: Database) -> tuple[int, Path]:
     """A done run as ``run_training`` leaves it: history, metrics, predictions, model file."""
     settings = TrainSettings(task="sarcopenia_gsu", weights="none", epochs=2)

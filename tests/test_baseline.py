@@ -143,6 +143,13 @@ def test_features_command_prints_the_test_auc(demo_env: Path, capsys) -> None:
         assert 0.0 <= auc <= 1.0
 
 
+def test_features_command_takes_an_enriched_test_set(demo_env: Path, capsys) -> None:
+    argv = ["--kind", "logistic", "--split-sizes", "11,4,6", "--test-positives", "2"]
+    args = _features_command(argv)
+    assert args.handler(args) == 0
+    assert "(n = 6, 2 positive)" in capsys.readouterr().out
+
+
 def test_features_command_reports_bad_sizes_in_one_line(demo_env: Path) -> None:
     from core.cli import CommandError
 

@@ -327,6 +327,10 @@ def test_a_damaged_cache_file_is_recomputed(own_demo: Demo) -> None:
         ({"aspect": "crop"}, "aspect"),
         ({"input_size": (32, 0)}, "input_size"),
         ({"k_folds": 1}, "k_folds"),
+        ({"test_positives": 0}, "test_positives must be a whole number from 1 to 19"),
+        ({"test_positives": 20}, "test_positives"),
+        ({"test_positives": 2.5}, "test_positives"),
+        ({"test_positives": 9, "k_folds": 5}, "leave it empty with k_folds"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message) -> None:
@@ -341,6 +345,17 @@ def test_settings_round_trip_through_their_payload() -> None:
     assert DatasetSettings.from_payload(payload) == settings
     assert DatasetSettings("sarcopenia_gsu", sizes=np.array([20, 5, 5])).sizes == (20, 5, 5)
     assert DatasetSettings("sarcopenia_fusion").input_sizes() == TASKS["sarcopenia_fusion"].sizes
+    enriched = DatasetSettings("sarcopenia_gsu", test_positives=9)
+    assert DatasetSettings.from_payload(enriched.fingerprint_payload()) == enriched
+
+
+def test_unset_test_positives_keep_the_payload_of_earlier_splits() -> None:
+    """Splits stored before the setting existed keep their fingerprints."""
+    assert "test_positives" not in DatasetSettings("sarcopenia_gsu").fingerprint_payload()
+    assert (
+        DatasetSettings("sarcopenia_gsu", test_positives=9).fingerprint_payload()["test_positives"]
+        == 9
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,6 +410,36 @@ def test_sizes_above_the_cohort_are_refused() -> None:
 def test_a_subset_without_both_classes_is_refused() -> None:
     with pytest.raises(SplitError):
         make_split(study_cohort(30, 2), DatasetSettings("sarcopenia_gsu", sizes=(20, 5, 5)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_enriched_test_set_holds_the_studys_nine_of_twenty(seed: int) -> None:
+    """Table 1 implies 9 sarcopenic patients among the 20 tested (DOMAIN.md)."""
+    cohort = study_cohort()
+    settings = DatasetSettings("sarcopenia_gsu", seed=seed, test_positives=9)
+    [split] = make_split(cohort, settings)
+    assert make_split(cohort, settings) == [split]
+    assert Counter(split.values()) == {"train": 104, "val": 17, "test": 20}
+    label = dict(zip(cohort.patient_ids.tolist(), cohort.y.tolist(), strict=True))
+    positives = Counter(s for p, s in split.items() if label[p])
+    assert positives["test"] == 9
+    rest = positives["train"] + positives["val"]
+    assert rest == 20 and abs(positives["val"] - 20 * 17 / 121) <= 1
+
+
+def test_enriched_test_set_with_smaller_sizes_leaves_patients_out() -> None:
+    cohort = study_cohort()
+    settings = DatasetSettings("sarcopenia_gsu", sizes=(60, 10, 30), test_positives=15)
+    [split] = make_split(cohort, settings)
+    assert Counter(split.values()) == {"train": 60, "val": 10, "test": 30}
+    label = dict(zip(cohort.patient_ids.tolist(), cohort.y.tolist(), strict=True))
+    assert sum(label[p] for p, s in split.items() if s == "test") == 15
+
+
+def test_enrichment_that_starves_training_is_refused() -> None:
+    settings = DatasetSettings("sarcopenia_gsu", sizes=(60, 10, 40), test_positives=29)
+    with pytest.raises(SplitError, match=r"29 positive and 11 negative .* leaves too few"):
+        make_split(study_cohort(), settings)
 
 
 def test_k_fold_puts_every_patient_in_test_once() -> None:

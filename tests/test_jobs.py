@@ -251,13 +251,15 @@ def test_cli_trains_in_the_foreground_and_prints_a_summary(db, capsys, monkeypat
     monkeypatch.setattr(jobs, "run_training", fake_training)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     command = "train --task sarcopenia_swe --arch resnet50 --weights none --input-size 32"
-    args = _parser().parse_args([*command.split(" "), "--sizes", "11,5,5", "--epochs", "3"])
+    extra = ["--sizes", "11,5,5", "--epochs", "3", "--test-positives", "2"]
+    args = _parser().parse_args([*command.split(" "), *extra])
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "sarcopenia_swe" in out and "resnet50" in out and "0.75" in out
     assert len(trained) == 1
     assert trained[0].epochs == 3 and trained[0].input_size == (32, 32)
     assert trained[0].arch == "resnet50" and trained[0].sizes == (11, 5, 5)
+    assert trained[0].test_positives == 2
 
 
 def test_cli_study_grid_and_bad_sizes():
