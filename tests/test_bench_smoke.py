@@ -46,3 +46,5 @@ def test_bench_runs_and_prints_its_table(module, argv, heading, capsys, monkeypa
     out = capsys.readouterr().out
     assert heading in out
     assert "---" in out or "GB" in out
+    if "--k-folds" in argv:
+        assert "fast folds" in out and " ± " in out
