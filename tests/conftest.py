@@ -89,6 +89,18 @@ def demo_env(small_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return folder
 
 
+@pytest.fixture
+def agreed_demo(demo_env: Path) -> Iterator[tuple[Database, ImageStore]]:
+    """The private demo copy with auto-agreed consensus grades (echogenicity labels exist)."""
+    from core import config
+    from db.consensus import auto_agree
+
+    db = Database(config.database_url())
+    db.write(auto_agree)
+    yield db, ImageStore(config.images_dir())
+    db.dispose()
+
+
 _skipped: list[str] = []
 
 

@@ -35,9 +35,7 @@ from core.export import (
 from core.features import echo_intensity
 from core.images import load_pixels
 from core.roi_detect import to_rgb_u8
-from core.store import ImageStore
 from core.swe_decode import decode_swe, stiffness_stats
-from db.consensus import auto_agree
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import AuditEvent, ConsensusGrade, CropBox, Grade, Image, Patient, Reader
@@ -46,22 +44,14 @@ from tests.tiny_runs import add_tiny_run, split_of
 META = [*METADATA_COLUMNS, *DERIVED_COLUMNS]
 
 
-@pytest.fixture
-def demo(demo_env: Path) -> tuple[Database, ImageStore]:
-    db = Database(config.database_url())
-    db.write(auto_agree)
-    yield db, ImageStore(config.images_dir())
-    db.dispose()
-
-
 def _empty_db(tmp_path: Path) -> Database:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     upgrade(url)
     return Database(url)
 
 
-def test_round_trip_through_an_empty_database_keeps_the_metadata(demo, tmp_path):
-    db, _ = demo
+def test_round_trip_through_an_empty_database_keeps_the_metadata(agreed_demo, tmp_path):
+    db, _ = agreed_demo
     first = labeled_csv(labeled_frame(db, image_features=False))
     target = _empty_db(tmp_path)
     assert import_metadata(target, first) == 24
@@ -79,8 +69,8 @@ def test_round_trip_through_an_empty_database_keeps_the_metadata(demo, tmp_path)
     target.dispose()
 
 
-def test_import_reports_every_bad_row_and_writes_nothing(demo, tmp_path):
-    db, _ = demo
+def test_import_reports_every_bad_row_and_writes_nothing(agreed_demo, tmp_path):
+    db, _ = agreed_demo
     frame = labeled_frame(db, image_features=False).astype(str)
     frame.loc[0, "sex"] = "X"
     frame.loc[3, "height_cm"] = "12"
@@ -99,8 +89,8 @@ def test_import_reports_every_bad_row_and_writes_nothing(demo, tmp_path):
     target.dispose()
 
 
-def test_grades_consensus_and_boxes_match_the_database(demo):
-    db, _ = demo
+def test_grades_consensus_and_boxes_match_the_database(agreed_demo):
+    db, _ = agreed_demo
     table = labeled_frame(db, image_features=False).set_index("patient_code")
     with db.read() as session:
         grades = session.execute(
@@ -138,8 +128,8 @@ def test_grades_consensus_and_boxes_match_the_database(demo):
     assert "box_gsu_sim_reader_a_w" in table.columns
 
 
-def test_image_features_are_measured_once_then_read_from_the_cache(demo, monkeypatch):
-    db, store = demo
+def test_image_features_are_measured_once_then_read_from_the_cache(agreed_demo, monkeypatch):
+    db, store = agreed_demo
     table = labeled_frame(db, store).set_index("patient_code")
     code = "DEMO-001"
     with db.read() as session:
@@ -176,15 +166,15 @@ def test_image_features_are_measured_once_then_read_from_the_cache(demo, monkeyp
     pd.testing.assert_frame_equal(table, again)
 
 
-def test_without_computing_features_uncached_cells_stay_empty(demo):
-    db, store = demo
+def test_without_computing_features_uncached_cells_stay_empty(agreed_demo):
+    db, store = agreed_demo
     table = labeled_frame(db, store, compute_features=False)
     assert table["gsu_echo_mean"].isna().all()
     assert table["gsu_feature_box"].notna().all()
 
 
-def test_run_columns_hold_split_and_predictions(demo, tiny_models):
-    db, store = demo
+def test_run_columns_hold_split_and_predictions(agreed_demo, tiny_models):
+    db, store = agreed_demo
     split = split_of(db, store, "sarcopenia_gsu")
     probabilities = {c: 0.8 for c, s in split.items() if s == "test"}
     run_id = add_tiny_run(db, store, tiny_models["gsu"], probabilities=probabilities)
@@ -203,8 +193,8 @@ def test_run_columns_hold_split_and_predictions(demo, tiny_models):
         labeled_frame(db, store, [999])
 
 
-def test_the_dictionary_explains_every_column_and_the_zip_holds_both(demo):
-    db, store = demo
+def test_the_dictionary_explains_every_column_and_the_zip_holds_both(agreed_demo):
+    db, store = agreed_demo
     archive = zipfile.ZipFile(io.BytesIO(export_zip(db, store, compute_features=False)))
     assert {"labeled.csv", "data_dictionary.csv", "README.txt"} <= set(archive.namelist())
     labeled = pd.read_csv(archive.open("labeled.csv"))
@@ -219,7 +209,7 @@ def test_the_dictionary_explains_every_column_and_the_zip_holds_both(demo):
         data_dictionary(["mystery"])
 
 
-def test_cli_writes_the_csv_and_its_dictionary(demo, tmp_path):
+def test_cli_writes_the_csv_and_its_dictionary(agreed_demo, tmp_path):
     parser = argparse.ArgumentParser()
     add_export_parser(parser.add_subparsers())
     out = tmp_path / "out" / "labeled.csv"

@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,6 @@ from sqlalchemy import select
 
 from core import config
 from core.boxes import Box
-from core.store import ImageStore
-from db.consensus import auto_agree
 from db.engine import Database
 from db.grading import save_box, save_grade
 from db.models import (
@@ -35,14 +32,6 @@ from db.models import (
     TrainingRun,
 )
 from tests.tiny_runs import TINY, TinyModel, add_tiny_run, split_of  # noqa: F401
-
-
-@pytest.fixture
-def demo(demo_env: Path) -> tuple[Database, ImageStore]:
-    db = Database(config.database_url())
-    db.write(auto_agree)
-    yield db, ImageStore(config.images_dir())
-    db.dispose()
 
 
 def _patient(db: Database, code: str) -> Patient:
@@ -83,7 +72,7 @@ def _reader(db: Database, username: str) -> Reader:
 # Loading models
 
 
-def test_models_load_only_from_the_models_folder(demo, tmp_path, tiny_models):
+def test_models_load_only_from_the_models_folder(agreed_demo, tmp_path, tiny_models):
     from core.review import ModelPathError, checked_model_path, load_keras_model
 
     outside = tmp_path / "elsewhere.keras"
@@ -104,13 +93,13 @@ def test_models_load_only_from_the_models_folder(demo, tmp_path, tiny_models):
     assert load_keras_model(inside).input_shape == (None, *TINY, 1)
 
 
-def test_predictor_matches_the_raw_forward_pass_and_stored_predictions(demo, tiny_models):
+def test_predictor_matches_the_raw_forward_pass_and_stored_predictions(agreed_demo, tiny_models):
     import keras
 
     from core.dataset import load_task_data
     from core.review import load_predictor
 
-    db, store = demo
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     predictor = load_predictor(db, run_id)
     data = load_task_data(db, store, predictor.settings)
@@ -136,10 +125,10 @@ def test_predictor_matches_the_raw_forward_pass_and_stored_predictions(demo, tin
     )
 
 
-def test_a_run_that_is_not_done_cannot_be_loaded(demo, tiny_models):
+def test_a_run_that_is_not_done_cannot_be_loaded(agreed_demo, tiny_models):
     from core.review import ReviewError, load_predictor
 
-    db, store = demo
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
 
     def fail(session) -> None:
@@ -154,10 +143,10 @@ def test_a_run_that_is_not_done_cannot_be_loaded(demo, tiny_models):
 # One patient
 
 
-def test_review_of_a_test_patient_shows_everything(demo, tiny_models):
+def test_review_of_a_test_patient_shows_everything(agreed_demo, tiny_models):
     from core.review import patient_review
 
-    db, store = demo
+    db, store = agreed_demo
     gsu_run = add_tiny_run(db, store, tiny_models["gsu"])
     swe_run = add_tiny_run(db, store, tiny_models["swe"])
     code = _subset_codes(db, gsu_run, "test")[0]
@@ -187,10 +176,10 @@ def test_review_of_a_test_patient_shows_everything(demo, tiny_models):
     assert review.models[1].overlay_full.shape == (480, 640, 3)
 
 
-def test_a_new_patient_is_predicted_on_demand_and_cached_by_box(demo, tiny_models):
+def test_a_new_patient_is_predicted_on_demand_and_cached_by_box(agreed_demo, tiny_models):
     from core.review import NOT_IN_RUN, load_predictor, patient_review, prediction_root
 
-    db, store = demo
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     code = _not_in_run(db, run_id)
     predictor = load_predictor(db, run_id)
@@ -224,10 +213,10 @@ def test_a_new_patient_is_predicted_on_demand_and_cached_by_box(demo, tiny_model
     assert len(list(prediction_root().rglob("*.npz"))) == 2
 
 
-def test_a_box_outside_its_image_gives_a_message_not_a_crash(demo, tiny_models):
+def test_a_box_outside_its_image_gives_a_message_not_a_crash(agreed_demo, tiny_models):
     from core.review import load_predictor, patient_review, predict_cohort
 
-    db, store = demo
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     code = _not_in_run(db, run_id)
     patient = _patient(db, code)
@@ -257,10 +246,10 @@ def test_a_box_outside_its_image_gives_a_message_not_a_crash(demo, tiny_models):
     assert predict_cohort(db, store, run_id, predictor=predictor) == 23
 
 
-def test_a_reader_who_has_not_graded_is_blinded(demo, tiny_models):
+def test_a_reader_who_has_not_graded_is_blinded(agreed_demo, tiny_models):
     from core.review import patient_review
 
-    db, store = demo
+    db, store = agreed_demo
     echo_run = add_tiny_run(db, store, tiny_models["gsu"], task="echogenicity_gsu")
     code = _subset_codes(db, echo_run, "test")[0]
     reader = _reader(db, "radiologist1")
@@ -282,10 +271,10 @@ def test_a_reader_who_has_not_graded_is_blinded(demo, tiny_models):
 # Cohort table, filters, cohort job
 
 
-def test_review_table_marks_subsets_errors_and_disagreement(demo, tiny_models):
+def test_review_table_marks_subsets_errors_and_disagreement(agreed_demo, tiny_models):
     from core.review import filter_review, review_table
 
-    db, store = demo
+    db, store = agreed_demo
     split = split_of(db, store, "sarcopenia_gsu")
     tests = sorted(c for c, subset in split.items() if subset == "test")
     scored = [c for c, subset in split.items() if subset != "train"]
@@ -320,7 +309,7 @@ def _label(db: Database, code: str) -> bool:
         return bool(case_labels(patient).sarcopenic)
 
 
-def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(demo, tiny_models):
+def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(agreed_demo, tiny_models):
     from core.review import (
         add_predict_parser,
         cohort_predictions,
@@ -328,7 +317,7 @@ def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(demo, tiny
         review_table,
     )
 
-    db, store = demo
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     import argparse
 
@@ -364,7 +353,7 @@ def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(demo, tiny
     assert len(cohort_predictions(db, run_id)) == 23
 
 
-def test_a_job_whose_process_died_is_reported_failed(demo):
+def test_a_job_whose_process_died_is_reported_failed(agreed_demo):
     from core.review import ReviewError, predict_job_status, start_predict_job
 
     started = start_predict_job(7, argv=[sys.executable, "-c", "import time; time.sleep(1)"])
@@ -390,10 +379,10 @@ def test_a_job_whose_process_died_is_reported_failed(demo):
 # Second reader
 
 
-def test_second_reader_advice_waits_for_two_readers(demo, tiny_models):
+def test_second_reader_advice_waits_for_two_readers(agreed_demo, tiny_models):
     from core.review import SecondReaderUnavailable, second_reader_opinion
 
-    db, store = demo
+    db, store = agreed_demo
     with db.read() as session:
         two, one = session.scalars(
             select(Image.id).where(Image.modality == "GSU").order_by(Image.id).limit(2)

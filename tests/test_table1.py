@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core import config
 from core.delong import StatisticsInputError, delong_test
 from core.metrics import diagnostic_metrics, format_auc_ci, format_pct_ci, youden_threshold
-from core.store import ImageStore
 from core.table1 import (
     PAPER_TABLE1,
     ROWS,
@@ -32,18 +29,8 @@ from core.table1 import (
     table1_from_scores,
 )
 from db.cases import case_labels
-from db.consensus import auto_agree
-from db.engine import Database
 from db.models import CtMeasurement, Patient, TrainingRun
 from tests.tiny_runs import add_tiny_run, split_of
-
-
-@pytest.fixture
-def demo(demo_env: Path) -> tuple[Database, ImageStore]:
-    db = Database(config.database_url())
-    db.write(auto_agree)
-    yield db, ImageStore(config.images_dir())
-    db.dispose()
 
 
 def _scores(y, p, label="model", task="sarcopenia_gsu", ids=None, val=None) -> RunScores:
@@ -122,8 +109,8 @@ def test_delong_matrix_pairs_common_patients_only():
     assert math.isnan(matrix.loc["A", "E"])
 
 
-def test_run_metrics_use_current_labels_of_stored_predictions(demo, tiny_models):
-    db, store = demo
+def test_run_metrics_use_current_labels_of_stored_predictions(agreed_demo, tiny_models):
+    db, store = agreed_demo
     split = split_of(db, store, "sarcopenia_gsu")
     scored = sorted(c for c, s in split.items() if s != "train")
     rng = np.random.default_rng(0)
@@ -176,8 +163,8 @@ def test_run_metrics_use_current_labels_of_stored_predictions(demo, tiny_models)
     assert len(calibration_figure([after]).data) == 2
 
 
-def test_unfinished_runs_are_refused(demo, tiny_models):
-    db, store = demo
+def test_unfinished_runs_are_refused(agreed_demo, tiny_models):
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
 
     def unfinish(session) -> None:
@@ -190,8 +177,8 @@ def test_unfinished_runs_are_refused(demo, tiny_models):
         run_scores(db, 12345)
 
 
-def test_radiomics_baseline_scores_the_runs_test_patients(demo, tiny_models):
-    db, store = demo
+def test_radiomics_baseline_scores_the_runs_test_patients(agreed_demo, tiny_models):
+    db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     baseline = baseline_scores(db, store, run_id)
     run = run_scores(db, run_id)
