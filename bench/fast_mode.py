@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bench.demo_folder import demo_folder
 from bench.timing import print_table
-from core.demo import load_demo
 from core.jobs import create_run
 from core.store import ImageStore
 from core.train import TrainSettings, run_training
 from db.engine import Database
-from db.migrate import upgrade
 from db.models import TrainingRun
 from db.runs import run_test_auc
 
@@ -70,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     rows, failed = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        url = f"sqlite:///{folder / 'bench.db'}"
-        upgrade(url)
-        db = Database(url)
-        store = ImageStore(folder / "images")
-        load_demo(db, store, n=args.patients)
+    with demo_folder(args.patients) as (db, store, folder):
         sizes = None if args.patients >= 141 else (args.patients // 3, 4, 6)
         for arch in args.archs.split(","):
             common = {
@@ -123,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not ok:
                 failed.append(arch)
-        db.dispose()
     split = f"{args.k_folds}-fold pooled test AUC" if args.k_folds else "single split"
     print(
         f"fast_mode: sarcopenia_gsu at {args.size}×{args.size}, weights {args.weights}, "

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench.demo_folder import demo_folder
 from bench.timing import print_table
 from core.augment import build_augmenter
 from core.dataset import DatasetSettings, load_task_data, tf_dataset
-from core.demo import load_demo
 from core.models import ModelSpec, build_model
-from core.store import ImageStore
-from db.engine import Database
-from db.migrate import upgrade
 
 MAX_RATIO = 1.10
 
@@ -36,13 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        url = f"sqlite:///{folder / 'bench.db'}"
-        upgrade(url)
-        db = Database(url)
-        store = ImageStore(folder / "images")
-        load_demo(db, store, n=args.patients)
+    with demo_folder(args.patients) as (db, store, folder):
         settings = DatasetSettings(
             task="sarcopenia_gsu", input_size=(args.size, args.size), sizes=(1, 1, 1)
         )
@@ -76,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         memory_epoch()
         real = float(np.median([real_epoch() for _ in range(args.epochs)]))
         held = float(np.median([memory_epoch() for _ in range(args.epochs)]))
-        db.dispose()
     ratio = real / held
     ok = ratio <= MAX_RATIO
     print(f"input_pipeline: {len(data)} eligible patients, {args.arch} at {args.size}×{args.size}")
