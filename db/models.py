@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -133,6 +134,12 @@ class Image(Base):
 
 
 class Grade(Base):
+    """One reader's echogenicity grade of a GSU image.
+
+    ``uncertain`` marks a grade the reader could not settle: it is stored and counted but
+    kept out of consensus until the reader saves it again without the flag.
+    """
+
     __tablename__ = "grade"
     __table_args__ = (
         UniqueConstraint("image_id", "reader_id", name="uq_grade_image_reader"),
@@ -144,6 +151,8 @@ class Grade(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
     reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id"))
     grade: Mapped[int] = mapped_column(Integer)
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    comment: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
