@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -92,6 +93,10 @@ class Patient(Base):
     images: Mapped[list[Image]] = relationship(
         back_populates="patient", cascade="all, delete-orphan", order_by="Image.modality"
     )
+
+
+Index("uq_patient_code_lower", func.lower(Patient.code), unique=True)
+"""Codes are unique ignoring case: ``bad-dup`` and ``BAD-DUP`` are one patient to a reader."""
 
 
 class CtMeasurement(Base):
