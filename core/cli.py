@@ -8,16 +8,24 @@ failure exits non-zero with a one-line reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Final
 
 from tqdm import tqdm
 
 from core import config
 
 Handler = Callable[[argparse.Namespace], int]
+TF_LOG_ENV: Final = "TF_CPP_MIN_LOG_LEVEL"
+"""TensorFlow's C++ log filter; read once, when TensorFlow is first imported."""
 
 
 class CommandError(RuntimeError):
@@ -38,14 +46,23 @@ def open_database():
     return db
 
 
+def terminal_bar(**options: Any) -> tqdm:
+    """A tqdm bar on stderr that draws only when stderr is a terminal.
+
+    Redirected to a log file or a pipe, it writes nothing at all (``disable=None``), so a
+    log holds the command's messages, not hundreds of bar refreshes.
+    """
+    return tqdm(file=sys.stderr, disable=None, **options)
+
+
 def progress_bar(description: str) -> Callable[[int, int], None]:
-    """A tqdm bar on a terminal (silent when output is redirected), fed (done, total)."""
+    """A ``terminal_bar`` fed (done, total)."""
     bar: tqdm | None = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="case", file=sys.stderr, disable=None)
+            bar = terminal_bar(total=total, desc=description, unit="case")
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -160,11 +177,97 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parser(sub)
     add_backup_parser(sub)
     add_migrate_db_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show TensorFlow's own log messages (hidden by default)",
+        )
     return parser
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for a while (C++ code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own import with stderr silenced, then steps aside."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        with _stderr_to_devnull():
+            self.loader.exec_module(module)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` once, wrapping its loader in ``_QuietLoader``."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Keep TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) off the console.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` filters TensorFlow's later messages; the lines it prints while
+    loading come before its logging is set up and ignore that variable, so the import itself
+    runs with stderr silenced. Commands import TensorFlow lazily, after parsing, so this
+    costs nothing for commands that never load it. A level set in the environment by the
+    user wins unless ``--verbose`` is given, which shows everything.
+    """
+    if verbose:
+        os.environ[TF_LOG_ENV] = "0"
+        return
+    os.environ.setdefault(TF_LOG_ENV, "3")
+    if "tensorflow" not in sys.modules and not any(
+        isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _OneLine(logging.Formatter):
+    """A log record as one line: the message, without the traceback it may carry."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings as single lines on stderr; ``--verbose`` adds info and full tracebacks."""
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose or os.environ.get("SARCOPENIA_DEBUG"):
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    quiet_tensorflow(verbose)
+    configure_logging(verbose)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -494,12 +494,12 @@ def study_grid(args: argparse.Namespace) -> list[TrainSettings]:
 
 
 def _bar_listener(description: str) -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
-    """A tqdm bar over the current phase (``db.runs.describe_progress``) fed by the run."""
-    from tqdm import tqdm
-
+    """A bar over the current phase (``db.runs.describe_progress``) fed by the run; silent
+    when stderr is not a terminal, so a redirected log gets no bar lines."""
+    from core.cli import terminal_bar
     from db.runs import describe_progress
 
-    bar = tqdm(total=1.0, desc=description, file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+    bar = terminal_bar(total=1.0, desc=description, bar_format="{l_bar}{bar}| {postfix}")
 
     def listen(state: dict[str, Any]) -> None:
         fraction, text = describe_progress(state)
@@ -573,11 +573,51 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def planned_settings(args: argparse.Namespace) -> list[TrainSettings]:
+    """The runs a ``train`` command asks for, every argument and weights file checked.
+
+    Called before the database is opened or any image is read, so a command that cannot
+    run fails at once with the reason and leaves no run behind.
+
+    Raises:
+        CommandError: a missing or invalid argument, or weights not on this machine.
+    """
+    from core.cli import CommandError
+    from core.weights import WeightsUnavailableError
+
+    if not args.all and not args.task:
+        raise CommandError("Give --task (or --all for the study grid).")
+    try:
+        grid = study_grid(args) if args.all else [settings_from_args(args, args.task, args.arch)]
+        for settings in grid:
+            settings.check_weights()
+    except (ValueError, FileNotFoundError, WeightsUnavailableError) as exc:
+        raise CommandError(str(exc)) from None
+    return grid
+
+
+def _require_patients(db: Database) -> None:
+    """An empty database would only give a failed run: refuse before creating it."""
+    from core.cli import CommandError
+    from db.cases import count_patients
+
+    with db.read() as session:
+        if not count_patients(session):
+            raise CommandError(
+                "The database holds no patients; load the demo cohort "
+                "(`python -m core demo`) or import cases first."
+            )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database
+    from core.cli import open_database
     from core.store import ImageStore
 
+    fresh = args.run_id is None and not args.worker
+    grid = planned_settings(args) if fresh else []
     db = open_database()
+    if fresh:
+        _require_patients(db)
     reaped = reap_dead_runs(db)
     if reaped:
         print(f"Marked {reaped} run(s) failed whose training process had ended.")
@@ -605,14 +645,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(summary_table(db, run_ids) if run_ids else "No queued run to train.")
         return 0
 
-    try:
-        grid = study_grid(args) if args.all else None
-        if grid is None:
-            if not args.task:
-                raise CommandError("Give --task (or --all for the study grid).")
-            grid = [settings_from_args(args, args.task, args.arch)]
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
     if args.background:
         run_id = submit_run(db, grid[0])
         print(f"Queued run {run_id}; progress in the app or in {log_path(run_id)}.")
