@@ -268,6 +268,8 @@ class TrainingRun(Base):
     history: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_path: Mapped[str | None] = mapped_column(String(300))
+    """Relative to the data folder (``models/run-7.keras``), so the folder can move."""
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
