@@ -9,6 +9,7 @@ app processes. Every account change writes an audit event in the same transactio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import getpass
@@ -22,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core import config
 from db import auth as accounts
 from db.auth import AccountError, AdminExistsError, ReaderSummary
 from db.engine import Database
@@ -35,6 +37,7 @@ __all__ = [
     "PasswordPolicyError",
     "PermissionDenied",
     "ReaderSummary",
+    "account_notes",
     "add_admin_parser",
     "admin_exists",
     "authenticate",
@@ -50,18 +53,32 @@ __all__ = [
     "set_active",
     "set_password",
     "set_role",
+    "unlock",
     "verify_password",
 ]
 
 HASHER = PasswordHasher()
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
-MAX_FAILURES = 5
-FAILURE_WINDOW = dt.timedelta(minutes=15)
-LOCKOUT = dt.timedelta(minutes=15)
+FREE_FAILURES = 5
+"""Failed sign-ins in a row on one username before each further try has to wait."""
+CLIENT_FREE_FAILURES = 20
+"""Failed sign-ins from one client address within ``CLIENT_WINDOW`` before it has to wait:
+looser than per username, because a department behind one proxy or NAT shares it."""
+FIRST_DELAY = dt.timedelta(seconds=2)
+"""The wait after the last free failure; it doubles with every further failure."""
+USERNAME_MAX_DELAY = dt.timedelta(minutes=5)
+CLIENT_MAX_DELAY = dt.timedelta(minutes=15)
+FAILURE_MEMORY = dt.timedelta(hours=24)
+"""Failures on a username older than this no longer count."""
+CLIENT_WINDOW = dt.timedelta(hours=1)
 ATTEMPT_RETENTION = dt.timedelta(days=30)
 WRONG_CREDENTIALS = "Unknown username or wrong password."
 DEACTIVATED = "This account is deactivated; ask an admin to reactivate it."
+DEMO_REFUSED = (
+    "Demo accounts are switched off on this server (SARCOPENIA_DEMO=0): their password is "
+    "public. Ask an admin for a personal account."
+)
 
 PERMISSIONS: dict[str, set[str]] = {
     "grade": {"reader", "admin"},
@@ -159,47 +176,54 @@ def _naive_utc(now: dt.datetime | None) -> dt.datetime:
     return now
 
 
-def _locked_until(failures: Sequence[dt.datetime], now: dt.datetime) -> dt.datetime | None:
-    """End of the lockout that ``MAX_FAILURES`` failures within ``FAILURE_WINDOW`` started.
-
-    Refused attempts are not recorded, so no failure falls inside a lockout and a lockout
-    always lasts the full ``LOCKOUT`` after the failure that triggered it.
-    """
-    until = None
-    for i in range(MAX_FAILURES - 1, len(failures)):
-        if failures[i] - failures[i - MAX_FAILURES + 1] <= FAILURE_WINDOW:
-            end = failures[i] + LOCKOUT
-            if end > now and (until is None or end > until):
-                until = end
-    return until
+def _delay_end(
+    failures: Sequence[dt.datetime], free: int, longest: dt.timedelta
+) -> dt.datetime | None:
+    """When the next try may come: ``FIRST_DELAY`` after the ``free``-th failure, doubling
+    with each further one up to ``longest``. Refused tries are not recorded, so waiting
+    out a delay never lengthens it."""
+    extra = len(failures) - free
+    if extra < 0:
+        return None
+    return failures[-1] + min(longest, FIRST_DELAY * 2 ** min(extra, 20))
 
 
-def _lock_end(
+def _username_delay_end(session: Session, username: str, now: dt.datetime) -> dt.datetime | None:
+    """Failures since the username's last success (within ``FAILURE_MEMORY``) set its delay."""
+    failures: list[dt.datetime] = []
+    for at, success in accounts.username_attempts(session, username, now - FAILURE_MEMORY):
+        if success:
+            failures.clear()
+        else:
+            failures.append(at)
+    return _delay_end(failures, FREE_FAILURES, USERNAME_MAX_DELAY)
+
+
+def _wait_until(
     session: Session, username: str, client_key: str, now: dt.datetime
 ) -> dt.datetime | None:
-    since = now - FAILURE_WINDOW - LOCKOUT
-    user_failures: list[dt.datetime] = []
-    for at, success in accounts.username_attempts(session, username, since):
-        if success:
-            user_failures.clear()
-        else:
-            user_failures.append(at)
+    """The later of the username's and the client's delay, if it has not passed yet."""
     ends = [
         end
         for end in (
-            _locked_until(user_failures, now),
-            _locked_until(accounts.client_failures(session, client_key, since), now),
+            _username_delay_end(session, username, now),
+            _delay_end(
+                accounts.client_failures(session, client_key, now - CLIENT_WINDOW),
+                CLIENT_FREE_FAILURES,
+                CLIENT_MAX_DELAY,
+            ),
         )
-        if end is not None
+        if end is not None and end > now
     ]
     return max(ends) if ends else None
 
 
-def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
-    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+def _wait_message(until: dt.datetime, now: dt.datetime) -> str:
+    seconds = max(1, math.ceil((until - now).total_seconds()))
+    wait = f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
     return (
-        f"Too many failed sign-ins. Try again after {until:%H:%M} UTC "
-        f"(in {minutes} minute{'s' if minutes != 1 else ''})."
+        f"Too many failed sign-ins: wait {wait} (until {until:%H:%M:%S} UTC) and try again. "
+        "An admin can lift the wait on the Readers page."
     )
 
 
@@ -213,20 +237,23 @@ def authenticate(
 ) -> AuthResult:
     """Check a sign-in and record the attempt.
 
-    ``client_key`` identifies where the attempt comes from (the app passes its session id
-    or the client IP): after ``MAX_FAILURES`` failures within ``FAILURE_WINDOW`` for one
-    username or one client, further attempts are refused for ``LOCKOUT``. The failure
-    message never says whether the username exists.
+    ``client_key`` is where the attempt comes from (the app passes the client address).
+    Failures make the next try wait, per username and per client (``_delay_end``): an
+    exponential delay rather than a lock, so nobody can shut an account for long by
+    typing wrong passwords, and an admin can lift it (``unlock``). The failure message
+    never says whether the username exists. Demo accounts are refused when
+    ``SARCOPENIA_DEMO=0``.
     """
     now = _naive_utc(now)
     with db.read() as session:
-        until = _lock_end(session, username, client_key, now)
+        until = _wait_until(session, username, client_key, now)
         if until is not None:
-            return AuthResult(False, None, _locked_message(until, now), until)
+            return AuthResult(False, None, _wait_message(until, now), until)
         reader = accounts.get_reader(session, username)
     stored = reader.password_hash if reader is not None else None
     matches = verify_password(stored or _dummy_hash(), password) and stored is not None
-    ok = matches and reader is not None and reader.active
+    demo_refused = matches and reader is not None and reader.demo and not config.demo_allowed()
+    ok = matches and reader is not None and reader.active and not demo_refused
     new_hash = hash_password(password) if ok and stored and needs_rehash(stored) else None
 
     def write(session: Session) -> None:
@@ -245,13 +272,23 @@ def authenticate(
         if new_hash is not None:
             reader.password_hash = new_hash
         return AuthResult(True, reader, f"Signed in as {reader.display_name}.")
+    if demo_refused:
+        return AuthResult(False, None, DEMO_REFUSED)
     if matches:
         return AuthResult(False, None, DEACTIVATED)
     with db.read() as session:
-        until = _lock_end(session, username, client_key, now)
+        until = _wait_until(session, username, client_key, now)
     if until is not None:
-        return AuthResult(False, None, f"{WRONG_CREDENTIALS} {_locked_message(until, now)}", until)
+        return AuthResult(False, None, f"{WRONG_CREDENTIALS} {_wait_message(until, now)}", until)
     return AuthResult(False, None, WRONG_CREDENTIALS)
+
+
+def unlock(db: Database, username: str, *, actor: Reader | None = None) -> int:
+    """Lift the sign-in delay of ``username`` (an admin, or the command line): forgets its
+    failed attempts, audited with their number. Returns how many were cleared."""
+    with db.transaction() as session:
+        acting = _acting(session, actor)
+        return accounts.clear_failures(session, actor=acting, username=username)
 
 
 def can(reader: Reader | None, action: str) -> bool:
@@ -417,11 +454,30 @@ def set_role(db: Database, username: str, role: str, *, actor: Reader | None = N
     )
 
 
-def list_readers_for_admin(db: Database, *, actor: Reader | None = None) -> list[ReaderSummary]:
-    """All accounts with their last sign-in; no password hashes leave the database."""
+def list_readers_for_admin(
+    db: Database, *, actor: Reader | None = None, now: dt.datetime | None = None
+) -> list[ReaderSummary]:
+    """All accounts with their last sign-in and any sign-in delay still running; no
+    password hashes leave the database."""
+    now = _naive_utc(now)
     with db.read() as session:
         _acting(session, actor)
-        return accounts.reader_summaries(session)
+        summaries = accounts.reader_summaries(session)
+        waits = [_username_delay_end(session, r.username, now) for r in summaries]
+    return [
+        dataclasses.replace(r, waiting_until=end if end is not None and end > now else None)
+        for r, end in zip(summaries, waits, strict=True)
+    ]
+
+
+def account_notes(summary: ReaderSummary) -> str:
+    """What an admin should know about an account at a glance: demo, sign-in delay."""
+    notes = []
+    if summary.demo:
+        notes.append("demo account (public password)")
+    if summary.waiting_until is not None:
+        notes.append(f"sign-in delayed until {summary.waiting_until:%H:%M:%S} UTC")
+    return "; ".join(notes)
 
 
 def _read_password(args: argparse.Namespace, username: str) -> str:
@@ -461,10 +517,12 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
 
 def cmd_admin_list(args: argparse.Namespace) -> int:
     def work(db: Database) -> str:
-        rows = [("username", "role", "active", "last sign-in (UTC)", "display name")]
+        rows = [("username", "role", "active", "last sign-in (UTC)", "notes", "display name")]
         for r in list_readers_for_admin(db):
             last = f"{r.last_sign_in:%Y-%m-%d %H:%M}" if r.last_sign_in else "never"
-            rows.append((r.username, r.role, "yes" if r.active else "no", last, r.display_name))
+            notes = account_notes(r) or "-"
+            active = "yes" if r.active else "no"
+            rows.append((r.username, r.role, active, last, notes, r.display_name))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         return "\n".join(
             "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
@@ -485,6 +543,14 @@ def cmd_admin_set_password(args: argparse.Namespace) -> int:
     return _run(work)
 
 
+def cmd_admin_unlock(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        cleared = unlock(db, args.username)
+        return f"Sign-in delay of {args.username!r} lifted ({cleared} failed attempts forgotten)."
+
+    return _run(work)
+
+
 def cmd_admin_set_active(args: argparse.Namespace) -> int:
     def work(db: Database) -> str:
         reader = set_active(db, args.username, args.active)
@@ -494,7 +560,7 @@ def cmd_admin_set_active(args: argparse.Namespace) -> int:
 
 
 def add_admin_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``admin create|list|set-password|deactivate|activate``.
+    """Register ``admin create|list|set-password|unlock|deactivate|activate``.
 
     Passwords come from a prompt or ``--password-stdin``, never from the command line,
     where the shell history and ``ps`` would show them.
@@ -527,6 +593,12 @@ def add_admin_parser(sub: argparse._SubParsersAction) -> None:
     reset.add_argument("--username", required=True)
     with_password(reset)
     reset.set_defaults(handler=cmd_admin_set_password)
+
+    lift = actions.add_parser(
+        "unlock", help="lift the sign-in delay that failed attempts put on an account"
+    )
+    lift.add_argument("--username", required=True)
+    lift.set_defaults(handler=cmd_admin_unlock)
 
     for name, active in (("deactivate", False), ("activate", True)):
         toggle = actions.add_parser(name, help=f"{name} an account")

@@ -10,11 +10,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from db.audit import record
-from db.models import ROLES, LoginAttempt, Reader
+from db.models import ROLES, LoginAttempt, Reader, UserSession, utcnow
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 USERNAME_MAX = 64
@@ -42,6 +42,9 @@ class ReaderSummary:
     has_password: bool
     created_at: dt.datetime
     last_sign_in: dt.datetime | None
+    demo: bool = False
+    waiting_until: dt.datetime | None = None
+    """End of a sign-in delay after failed attempts (``core.auth``), if one is running."""
 
 
 def normalize_username(username: str) -> str:
@@ -107,6 +110,26 @@ def username_attempts(
     return [(at, success) for at, success in session.execute(stmt)]
 
 
+def clear_failures(session: Session, *, actor: Reader | None, username: str) -> int:
+    """Forget the failed sign-ins of ``username`` (an admin's unlock); audited with the count."""
+    name = attempt_username(username)
+    result = session.execute(
+        delete(LoginAttempt).where(LoginAttempt.username == name, LoginAttempt.success.is_(False))
+    )
+    cleared = int(result.rowcount or 0)
+    reader = get_reader(session, name)
+    record(
+        session,
+        actor=actor,
+        action="unlock_reader",
+        entity="reader",
+        entity_id=reader.id if reader is not None else None,
+        patient_id=None,
+        after={"username": name, "failed_attempts_cleared": cleared},
+    )
+    return cleared
+
+
 def client_failures(session: Session, client_key: str, since: dt.datetime) -> list[dt.datetime]:
     """Times of the failed attempts from ``client_key`` since ``since``, oldest first."""
     stmt = (
@@ -169,16 +192,25 @@ def insert_reader(
     username: str,
     display_name: str,
     role: str,
-    password_hash: str,
+    password_hash: str | None,
+    demo: bool = False,
 ) -> Reader:
-    """Create an account and its audit event; refuses a username already taken."""
+    """Create an account and its audit event; refuses a username already taken.
+
+    ``demo`` flags the demo accounts that come with the synthetic cohort (public password).
+    """
     name = validate_username(username)
     shown = validate_display_name(display_name)
     validate_role(role)
     if get_reader(session, name) is not None:
         raise AccountError(f"Username {name!r} is already taken; choose another.")
     reader = Reader(
-        username=name, display_name=shown, role=role, password_hash=password_hash, active=True
+        username=name,
+        display_name=shown,
+        role=role,
+        password_hash=password_hash,
+        active=True,
+        demo=demo,
     )
     session.add(reader)
     session.flush()
@@ -189,7 +221,13 @@ def insert_reader(
         entity="reader",
         entity_id=reader.id,
         patient_id=None,
-        after={"username": name, "display_name": shown, "role": role, "active": True},
+        after={
+            "username": name,
+            "display_name": shown,
+            "role": role,
+            "active": True,
+            "demo": demo,
+        },
     )
     return reader
 
@@ -200,6 +238,7 @@ def update_password_hash(
     """Replace a password hash; the audit event says that it changed, never what to."""
     reader = _require_reader(session, username)
     reader.password_hash = password_hash
+    revoke_reader_sessions(session, reader.id)
     record(
         session,
         actor=actor,
@@ -227,6 +266,7 @@ def update_active(session: Session, *, actor: Reader | None, username: str, acti
         return reader
     if not active:
         _guard_last_admin(session, reader)
+        revoke_reader_sessions(session, reader.id)
     record(
         session,
         actor=actor,
@@ -286,6 +326,75 @@ def reader_summaries(session: Session) -> list[ReaderSummary]:
             has_password=bool(reader.password_hash),
             created_at=reader.created_at,
             last_sign_in=last_at,
+            demo=reader.demo,
         )
         for reader, last_at in session.execute(stmt)
     ]
+
+
+def insert_session(
+    session: Session,
+    *,
+    token_hash: str,
+    reader_id: int,
+    client: str,
+    now: dt.datetime,
+    expires_at: dt.datetime,
+) -> UserSession:
+    row = UserSession(
+        token_hash=token_hash,
+        reader_id=reader_id,
+        client=attempt_client_key(client),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def find_session(session: Session, token_hash: str) -> tuple[UserSession, Reader] | None:
+    """The session row with this token hash and its reader, revoked or not."""
+    row = session.execute(
+        select(UserSession, Reader)
+        .join(Reader, Reader.id == UserSession.reader_id)
+        .where(UserSession.token_hash == token_hash)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def touch_session(session: Session, token_hash: str, now: dt.datetime) -> None:
+    session.execute(
+        update(UserSession)
+        .where(UserSession.token_hash == token_hash, UserSession.revoked_at.is_(None))
+        .values(last_seen_at=now)
+    )
+
+
+def revoke_session(session: Session, token_hash: str, now: dt.datetime) -> None:
+    session.execute(
+        update(UserSession)
+        .where(UserSession.token_hash == token_hash, UserSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def revoke_reader_sessions(session: Session, reader_id: int) -> int:
+    """End every session of a reader (deactivation, new password); returns how many."""
+    result = session.execute(
+        update(UserSession)
+        .where(UserSession.reader_id == reader_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)
+
+
+def purge_sessions(session: Session, before: dt.datetime) -> int:
+    """Delete sessions that expired or were revoked before ``before``."""
+    result = session.execute(
+        delete(UserSession).where(
+            (UserSession.expires_at < before) | (UserSession.revoked_at < before)
+        )
+    )
+    return int(result.rowcount or 0)
