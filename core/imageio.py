@@ -1,7 +1,7 @@
-"""Read ultrasound exports (PNG, JPEG, DICOM) into arrays, refusing anything doubtful.
+"""Read ultrasound exports (PNG, JPEG, TIFF, DICOM) into arrays, refusing anything doubtful.
 
 Scanners such as the study's GE LOGIQ E9 (Yi et al., Sci Rep 2022) export screenshots as
-PNG/JPEG or DICOM in several colour models and compressions. Every reader error becomes an
+PNG/JPEG/TIFF or DICOM in several colour models and compressions. Every reader error becomes an
 :class:`ImageReadError` that names the file, says what was wrong and what to do, so a bad
 file never turns into a silently wrong picture.
 
@@ -50,11 +50,10 @@ DEFAULT_FRAME = 0
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
 _OTHER_MAGIC = (
     (b"GIF8", "a GIF image"),
     (b"BM", "a BMP image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
     (b"%PDF", "a PDF document"),
     (b"PK\x03\x04", "a ZIP archive"),
     (b"RIFF", "a RIFF file (WebP, AVI or WAV)"),
@@ -63,10 +62,18 @@ _OTHER_MAGIC = (
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 _RGB_PHOTOMETRICS = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
 _GRAY_PHOTOMETRICS = {"MONOCHROME1", "MONOCHROME2"}
-_DICOM_DATE_KEYWORDS = ("AcquisitionDateTime", "AcquisitionDate", "ContentDate", "SeriesDate")
+_DICOM_DATE_KEYWORDS = (
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "ContentDate",
+    "SeriesDate",
+    "StudyDate",
+)
+_DICOM_DATE_FORMATS = ("%Y%m%d", "%Y.%m.%d")
+"""DA is YYYYMMDD; ACR-NEMA and some old scanners wrote YYYY.MM.DD (PS3.5 6.2, note)."""
 _EXIF_IFD = 0x8769
 _EXIF_DATETIME_ORIGINAL = 0x9003
-_REEXPORT = "Export it again from the scanner or PACS as PNG, JPEG or DICOM."
+_REEXPORT = "Export it again from the scanner or PACS as PNG, JPEG, TIFF or DICOM."
 _SCREEN_SIZE = "Export the ultrasound frame at screen resolution."
 
 
@@ -95,19 +102,19 @@ class DecodedImage:
     pixels: np.ndarray
     """(H, W, 3) uint8 RGB, or (H, W) uint8/uint16 gray; 16-bit gray stays uint16."""
     source_format: str
-    """"png", "jpeg" or "dicom"."""
+    """"png", "jpeg", "tiff" or "dicom"."""
     width: int
     height: int
     dicom_header: dict[str, Any] | None
-    """De-identified header as a JSON-safe dict; None for PNG/JPEG."""
+    """De-identified header as a JSON-safe dict; None for PNG/JPEG/TIFF."""
     acquisition_date: datetime.date | None
     """From the DICOM header, or EXIF DateTimeOriginal for JPEG/PNG; None when absent."""
     frame_index: int | None
-    """The frame read from a multi-frame DICOM; None for single-frame files."""
+    """The frame (DICOM) or page (TIFF) read from a multi-frame file; None for single-frame."""
 
 
 def sniff_format(data: bytes, *, name: str = "upload") -> str:
-    """Return "png", "jpeg" or "dicom" from the magic bytes; the file name is not trusted.
+    """Return "png", "jpeg", "tiff" or "dicom" from the magic bytes; the name is not trusted.
 
     DICOM must be a Part 10 file: ``DICM`` at offset 128.
     """
@@ -117,10 +124,12 @@ def sniff_format(data: bytes, *, name: str = "upload") -> str:
         return "png"
     if data.startswith(_JPEG_MAGIC):
         return "jpeg"
+    if data.startswith(_TIFF_MAGICS):
+        return "tiff"
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
     raise ImageReadError(
-        name, f"this is not a PNG, JPEG or DICOM file: it looks like {_guess(data)}"
+        name, f"this is not a PNG, JPEG, TIFF or DICOM file: it looks like {_guess(data)}"
     )
 
 
@@ -130,12 +139,13 @@ def decode_image(
     """Decode one image file; ``name`` is only used in error messages.
 
     ``pseudonym`` goes into the de-identified DICOM header (PatientName/PatientID); without
-    it both are blank. ``frame`` picks the frame of a multi-frame DICOM (PNG/JPEG ignore it).
+    it both are blank. ``frame`` picks the frame of a multi-frame DICOM or the page of a
+    multi-page TIFF (PNG/JPEG ignore it).
     """
     fmt = sniff_format(data, name=name)
     if fmt == "dicom":
         return _decode_dicom(data, name, pseudonym or "", frame)
-    return _decode_pillow(data, name, fmt)
+    return _decode_pillow(data, name, fmt, frame)
 
 
 def deidentified_dicom_bytes(data: bytes, *, pseudonym: str, name: str = "upload") -> bytes:
@@ -161,11 +171,14 @@ def deidentified_dicom_bytes(data: bytes, *, pseudonym: str, name: str = "upload
     return buf.getvalue()
 
 
-def _decode_pillow(data: bytes, name: str, fmt: str) -> DecodedImage:
+def _decode_pillow(data: bytes, name: str, fmt: str, page: int = 0) -> DecodedImage:
+    n_pages = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=[fmt.upper()])
+            if fmt == "tiff":
+                n_pages = _seek_page(img, page, name)
             _check_size(img.width, img.height, name)
             img.load()
             taken = _exif_date(img)
@@ -182,7 +195,18 @@ def _decode_pillow(data: bytes, name: str, fmt: str) -> DecodedImage:
     except _PILLOW_ERRORS as exc:
         raise ImageReadError(name, f"the {fmt.upper()} file is truncated or corrupt") from exc
     pixels = _pillow_pixels(img, name)
-    return _result(pixels, fmt, None, taken, None)
+    return _result(pixels, fmt, None, taken, page if n_pages > 1 else None)
+
+
+def _seek_page(img: Image.Image, page: int, name: str) -> int:
+    """Move a multi-page TIFF to ``page`` (the first by default); return the page count."""
+    n_pages = int(getattr(img, "n_frames", 1))
+    if not 0 <= page < n_pages:
+        raise ImageReadError(
+            name, f"page {page} was asked for but the TIFF has {n_pages} page(s)", "Pick 0."
+        )
+    img.seek(page)
+    return n_pages
 
 
 def _pillow_pixels(img: Image.Image, name: str) -> np.ndarray:
@@ -366,12 +390,15 @@ def _palette_to_rgb(arr: np.ndarray, ds: Dataset, name: str) -> np.ndarray:
 
 
 def _dicom_date(ds: Dataset) -> datetime.date | None:
+    """The acquisition date, falling back to content, series then study date."""
     for keyword in _DICOM_DATE_KEYWORDS:
         value = str(ds.get(keyword) or "").strip()
-        try:
-            return datetime.datetime.strptime(value[:8], "%Y%m%d").date()
-        except ValueError:
-            continue
+        for fmt in _DICOM_DATE_FORMATS:
+            width = 10 if "." in fmt else 8
+            try:
+                return datetime.datetime.strptime(value[:width], fmt).date()
+            except ValueError:
+                continue
     return None
 
 

@@ -132,6 +132,74 @@ def test_dicom_acquisition_date_and_header() -> None:
     assert "PixelData" not in image.dicom_header
 
 
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        ({"AcquisitionDate": None, "ContentDate": "20240317"}, datetime.date(2024, 3, 17)),
+        ({"AcquisitionDate": None, "ContentDate": None}, datetime.date(2024, 3, 15)),
+        (
+            {"AcquisitionDate": None, "ContentDate": None, "SeriesDate": None},
+            datetime.date(2024, 3, 15),
+        ),
+        ({"AcquisitionDate": "2019.11.05"}, datetime.date(2019, 11, 5)),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_dicom_date_falls_back_to_content_series_then_study(
+    dates: dict[str, str | None], expected: datetime.date
+) -> None:
+    ds = dcmread(io.BytesIO(make_dicom("RGB")))
+    for keyword, value in dates.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=True)
+    assert decode_image(buf.getvalue(), name="old.dcm").acquisition_date == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "dtype"),
+    [("L", np.uint8), ("I;16", np.uint16), ("RGB", np.uint8), ("RGBA", np.uint8)],
+)
+def test_tiff_kinds_follow_the_array_conventions(mode: str, dtype: type) -> None:
+    rgb = _ramp_rgb()
+    if mode == "L":
+        img, expected = Image.fromarray(rgb[..., 0]), rgb[..., 0]
+    elif mode == "I;16":
+        values = (rgb[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+        img, expected = Image.fromarray(values), values
+    elif mode == "RGB":
+        img, expected = Image.fromarray(rgb), rgb
+    else:
+        alpha = np.full(rgb.shape[:2], 255, np.uint8)
+        alpha[:, :8] = 0  # transparent strip: composited onto black
+        img = Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
+        expected = rgb.copy()
+        expected[:, :8] = 0
+    image = decode_image(_encode(img, "TIFF", compression="tiff_lzw"), name="scan.tif")
+    assert image.source_format == "tiff"
+    assert image.pixels.dtype == dtype
+    np.testing.assert_array_equal(image.pixels, expected)
+
+
+def test_multipage_tiff_reads_the_first_or_the_asked_page() -> None:
+    pages = [Image.fromarray(np.full((48, 64), value, np.uint8)) for value in (10, 20, 30)]
+    data = _encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    first = decode_image(data, name="cine.tif")
+    assert int(first.pixels[0, 0]) == 10 and first.frame_index == 0
+    assert int(decode_image(data, name="cine.tif", frame=2).pixels[0, 0]) == 30
+    with pytest.raises(ImageReadError, match=r"page 3 .* has 3 page"):
+        decode_image(data, name="cine.tif", frame=3)
+
+
+def test_truncated_tiff_is_refused_clearly() -> None:
+    data = _encode(Image.fromarray(_ramp_rgb()), "TIFF")
+    with pytest.raises(ImageReadError, match="TIFF file is truncated or corrupt"):
+        decode_image(data[: len(data) // 2], name="cut.tif")
+
+
 def test_dicom_without_pseudonym_blanks_the_identity() -> None:
     image = decode_image(make_dicom("RGB"), name="scan.dcm")
     assert image.dicom_header is not None
@@ -248,6 +316,8 @@ def test_pixels_are_read_only() -> None:
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "png"),
         (b"\xff\xd8\xff\xe0" + b"\0" * 8, "jpeg"),
         (b"\0" * 128 + b"DICM" + b"\0" * 8, "dicom"),
+        (b"II*\x00" + b"\0" * 8, "tiff"),
+        (b"MM\x00*" + b"\0" * 8, "tiff"),
     ],
 )
 def test_sniff_format_reads_magic_bytes(head: bytes, expected: str) -> None:
@@ -260,7 +330,7 @@ def test_sniff_format_reads_magic_bytes(head: bytes, expected: str) -> None:
         (b"", "empty"),
         (b"hello, I am text\n", "text file"),
         (b"GIF89a" + b"\0" * 20, "GIF"),
-        (b"\0" * 127 + b"DICM", "not a PNG, JPEG or DICOM"),
+        (b"\0" * 127 + b"DICM", "not a PNG, JPEG, TIFF or DICOM"),
     ],
 )
 def test_sniff_format_refuses_others(data: bytes, reason: str) -> None:
