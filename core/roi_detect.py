@@ -11,6 +11,7 @@ color box inside the image area with a vertical color scale bar beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,11 +22,33 @@ OVERLAY_MIN_CHROMA = 24
 """RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even
 after JPEG; jet colors blended at alpha 0.25 still score ≥ 30."""
 
-BAR_MIN_CHROMA = 60
-"""Stricter chroma for the scale bar, which the scanner draws opaque (chroma ≥ 127 for jet)."""
+BAR_MIN_CHROMA = 40
+"""Stricter chroma for the scale bar, which the scanner draws opaque (chroma ≥ 127 for jet,
+≥ 46 for the darkest colored rows of the velocity bars seen on ATL and Acuson screens)."""
+
+BAR_MIN_COLOR_SPAN = 80.0
+"""RGB distance the bar's rows must cover from end to middle: a scale runs through colors,
+a colored label or button is one color."""
 
 BLACK_LEVEL = 12
 """Gray level at or below which a pixel counts as the black surround."""
+
+TEXTURE_MIN_VARIANCE = 0.5
+"""Gray-level variance over 5×5 pixels above which a pixel counts as textured: B-mode speckle
+scores well above it even in a dark deep field, a flat panel or background scores 0."""
+
+VISIBLE_SHARE_TRUSTED = 0.8
+"""A DICOM ultrasound region is taken as it is when the visible image fills at least this
+share of it; below, the region is shrunk to what is visible."""
+
+GAP_MAX_FILL = 0.2
+"""A line between two views is at most this share off the black (scale labels may cross it)."""
+
+GAP_SIDE_MIN_FILL = 0.6
+"""The lines on both sides of such a gap are at least this share image: a sharp edge."""
+
+MIN_VIEW_SIDE = 32
+"""A visible part narrower than this is noise, not a view."""
 
 MIN_COLOR_PIXELS = 30
 """Fewer colored pixels than this inside the image area means there is no color box."""
@@ -137,13 +160,15 @@ def _trim_soft_edges(sat: np.ndarray, box: Box, max_trim: int = 4) -> Box:
 
 
 def _bar_score(rgb: np.ndarray, box: Box, filled: int) -> float:
-    """How much a tall colored component looks like a color scale bar (0 = not at all).
+    """How much a tall colored strip looks like a color scale bar (0 = not at all).
 
-    A scale bar is filled solid, each row holds one color, and the rows run through several
-    hues (blue → cyan → green → yellow → red for the jet-like GE map).
+    A scale bar is filled, each row holds one color, and the color changes along it: through
+    several hues (jet-like elastography and velocity maps) or through one hue's brightness
+    (power Doppler). Velocity maps are dark in the middle (zero flow), so only 60 % of the
+    strip need be colored.
     """
     fill = filled / box.area
-    if fill < 0.8:
+    if fill < 0.6:
         return 0.0
     inner = rgb[box.y : box.y2, box.x + (1 if box.w > 4 else 0) : box.x2 - (1 if box.w > 4 else 0)]
     rows = np.median(inner, axis=1).astype(np.float32)
@@ -151,35 +176,39 @@ def _bar_score(rgb: np.ndarray, box: Box, filled: int) -> float:
     between = float(np.mean(np.abs(np.diff(rows, axis=0)))) * box.h
     if within > 0.25 * max(between, 1.0) or within > 20:
         return 0.0
-    hsv = cv2.cvtColor(rows.astype(np.uint8)[None], cv2.COLOR_RGB2HSV)[0]
-    hue_bins = np.unique(hsv[:, 0] // 15)
-    if hue_bins.size < 3:
+    span = float(np.max(np.linalg.norm(rows - rows[0], axis=1)))
+    if span < BAR_MIN_COLOR_SPAN:
         return 0.0
-    return float(box.h * fill * hue_bins.size)
+    return float(box.h * fill)
 
 
 def detect_scale_bar(rgb: np.ndarray) -> Box | None:
-    """The vertical color scale bar: a tall, narrow, solid strip whose rows run through the hues.
+    """The vertical color scale bar: a tall, narrow, filled strip whose rows change color.
 
-    Returns None when the frame has no such strip (GSU frames, gray images). The elastographic
-    color box is wide and speckled, so it never passes the row-uniformity test.
+    Returns None when the frame has no such strip (GSU frames, gray images). The colored
+    pixels are first closed vertically, so a velocity bar split by its dark zero-flow middle
+    is one strip. The elastographic color box is wide and speckled, so it never passes the
+    row-uniformity test.
     """
     img = to_rgb_u8(rgb)
     height, width = img.shape[:2]
     hi, lo = channel_max_min(img)
     sat = cv2.subtract(hi, lo)
-    colored = ((sat >= BAR_MIN_CHROMA) & (hi >= 60)).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(colored, connectivity=8)
+    colored = ((sat >= BAR_MIN_CHROMA) & (hi >= 40)).astype(np.uint8)
+    bridge = np.ones((max(3, height // 16), 1), np.uint8)
+    strips = cv2.morphologyEx(colored, cv2.MORPH_CLOSE, bridge)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(strips, connectivity=8)
     best, best_score = None, 0.0
     min_h = max(24, int(0.12 * height))
     for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
+        x, y, w, h, _ = (int(v) for v in stats[i])
         if h < min_h or w < 3 or h < 3 * w or w > 0.1 * width:
             continue
         box = Box(x, y, w, h)
         if w > 8:
             box = _trim_soft_edges(sat, box, max_trim=2)
-        score = _bar_score(img, box, min(area, box.area))
+        filled = cv2.countNonZero(colored[box.y : box.y2, box.x : box.x2])
+        score = _bar_score(img, box, filled)
         if score > best_score:
             best, best_score = box, score
     return best
@@ -203,29 +232,38 @@ def detect_ultrasound_area(rgb: np.ndarray) -> Box:
 
 def ultrasound_area_excluding(img: np.ndarray, bar: Box | None) -> Box:
     """``detect_ultrasound_area`` for a uint8 RGB frame whose scale bar is already known."""
+    return ultrasound_views(img, bar)[0]
+
+
+def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
+    """Every B-mode view of a uint8 RGB frame, the most textured first.
+
+    A screen may hold two views (dual mode, or SWE above its B-mode reference): each dense,
+    textured region at least a quarter as textured as the best one is a view. Texture is the
+    local variance at full resolution, so that even a dark, fine-grained deep field counts,
+    while flat panels, flat backgrounds and thin text do not.
+    """
     height, width = img.shape[:2]
     bright, low = channel_max_min(img)
     valid = (bright > BLACK_LEVEL).astype(np.uint8)
-    if cv2.countNonZero(valid) == 0:
+    if cv2.countNonZero(bright) == 0:
         raise NoImageContentError(
             "The image is all black: there is no ultrasound image area to detect. "
             "Check that the right file or DICOM frame was loaded."
         )
-    colored = cv2.subtract(bright, low) >= OVERLAY_MIN_CHROMA
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mean = cv2.blur(gray, (5, 5))
+    textured = (cv2.blur(gray * gray, (5, 5)) - mean * mean) > TEXTURE_MIN_VARIANCE
+    content = (textured | (cv2.subtract(bright, low) >= OVERLAY_MIN_CHROMA)).astype(np.uint8)
     if bar is not None:
         pad = pad_box(bar, max(3, bar.w // 2), width, height)
+        content[pad.y : pad.y2, pad.x : pad.x2] = 0
         valid[pad.y : pad.y2, pad.x : pad.x2] = 0
-    # Texture, density and components at half resolution (4× cheaper); edges at full.
+    # Density and components at half resolution (4× cheaper); edges at full.
     small = (max(1, width // 2), max(1, height // 2))
-    gray = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), small, interpolation=cv2.INTER_AREA)
-    gray = gray.astype(np.float32)
-    mean = cv2.blur(gray, (3, 3))
-    var = cv2.sqrBoxFilter(gray, -1, (3, 3)) - mean * mean
-    keep = cv2.resize(valid, small, interpolation=cv2.INTER_NEAREST) > 0
-    tint = cv2.resize(colored.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
-    content = (keep & ((var > 4.0) | tint)).astype(np.float32)
+    density = cv2.resize(content.astype(np.float32), small, interpolation=cv2.INTER_AREA)
     short = min(small)
-    density = cv2.blur(content, (_odd(short / 48), _odd(short / 48)))
+    density = cv2.blur(density, (_odd(short / 48), _odd(short / 48)))
     k = _odd(short / 24)
     opened = cv2.morphologyEx(
         (density >= 0.5).astype(np.uint8),
@@ -238,10 +276,46 @@ def ultrasound_area_excluding(img: np.ndarray, bar: Box | None) -> Box:
             "No ultrasound image area found: the frame holds only text, lines or flat regions. "
             "Draw the image-area box by hand."
         )
-    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(v) for v in stats[i, :4])
-    rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
-    return _refine_edges(valid, rough)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(float)
+    ranked = 1 + np.argsort(-areas)
+    views = []
+    for i in ranked:
+        if areas[i - 1] < 0.25 * areas[ranked[0] - 1]:
+            break
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
+        views.extend(_refine_edges(valid, part) for part in _split_at_gaps(valid, rough))
+    return views
+
+
+def _split_at_gaps(valid: np.ndarray, box: Box) -> list[Box]:
+    """``box`` cut in two where a narrow empty band runs across its middle.
+
+    Two views side by side or one above the other are a few pixels apart: the density step
+    bridges that gap, the full-resolution pixels do not. The band must be narrow (at most
+    3 % of the box) with image on both sides of it at once, so a dark band inside one image,
+    which fades in and out, is never taken for a gap.
+    """
+    for axis in (0, 1):
+        profile = valid[box.y : box.y2, box.x : box.x2].mean(axis=1 - axis)
+        length = profile.size
+        widest = max(2, int(0.03 * length))
+        empty = np.flatnonzero(profile < GAP_MAX_FILL)
+        for start in empty[(empty >= 0.25 * length) & (empty <= 0.75 * length)]:
+            if start == 0 or profile[start - 1] < GAP_SIDE_MIN_FILL:
+                continue
+            stop = start
+            while stop < length and profile[stop] < GAP_MAX_FILL:
+                stop += 1
+            if stop - start > widest or stop >= length or profile[stop] < GAP_SIDE_MIN_FILL:
+                continue
+            if axis == 0:
+                return [
+                    Box(box.x, box.y, box.w, start),
+                    Box(box.x, box.y + stop, box.w, box.h - stop),
+                ]
+            return [Box(box.x, box.y, start, box.h), Box(box.x + stop, box.y, box.w - stop, box.h)]
+    return [box]
 
 
 def _refine_edges(valid: np.ndarray, box: Box, reach: int = 3) -> Box:
@@ -285,8 +359,16 @@ def detect_color_box(rgb: np.ndarray, within: Box | None = None) -> Box | None:
     )
 
 
-def color_box_excluding(img: np.ndarray, area: Box, bar: Box | None) -> Box | None:
-    """``detect_color_box`` for a uint8 RGB frame whose image area and scale bar are known."""
+def color_box_excluding(
+    img: np.ndarray, area: Box, bar: Box | None, *, require_bar: bool = True
+) -> Box | None:
+    """``detect_color_box`` for a uint8 RGB frame whose image area and scale bar are known.
+
+    Without a scale bar there is no color box to propose: a color-flow or elastography
+    overlay is always drawn with its color scale, while tinted gray maps, green markers and
+    logos are not. The SWE decoder, which knows its frame is elastography, passes
+    ``require_bar=False`` to find the overlay of a screen whose bar was cropped away.
+    """
     height, width = img.shape[:2]
     if not area.inside(width, height) or area.area == 0:
         raise ValueError(
@@ -301,12 +383,14 @@ def color_box_excluding(img: np.ndarray, area: Box, bar: Box | None) -> Box | No
             max(0, pad.y - area.y) : max(0, pad.y2 - area.y),
             max(0, pad.x - area.x) : max(0, pad.x2 - area.x),
         ] = 0
-    if cv2.countNonZero(colored) < MIN_COLOR_PIXELS:
+    if (bar is None and require_bar) or cv2.countNonZero(colored) < MIN_COLOR_PIXELS:
         return None
     closed = cv2.morphologyEx(colored, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     kept = 1 + np.flatnonzero(areas >= max(MIN_COLOR_PIXELS, 0.1 * areas.max()))
+    if kept.size == 0:  # only specks of color (markers, tinted text): no overlay
+        return None
     # A closing never reaches past the bounding box of what it closes, so the components'
     # boxes are the colored pixels' boxes.
     x0, y0 = int(stats[kept, 0].min()), int(stats[kept, 1].min())
@@ -326,3 +410,153 @@ def detect_boxes(rgb: np.ndarray) -> RoiProposal:
     bar = detect_scale_bar(img)
     area = ultrasound_area_excluding(img, bar)
     return RoiProposal(area, color_box_excluding(img, area, bar), bar)
+
+
+@dataclass(frozen=True)
+class UltrasoundRegion:
+    """One item of a DICOM ``SequenceOfUltrasoundRegions`` (PS3.3 C.8.5.5.1)."""
+
+    box: Box
+    spatial_format: int
+    """RegionSpatialFormat: 1 is a 2D image; 2 M-mode, 3 spectral, 4 waveform, 5 graphics."""
+    data_type: int
+    """RegionDataType: 1 tissue, 2 color flow, 3–4 spectral Doppler, 10 ECG, 13–14 bars."""
+    mm_per_pixel: tuple[float, float] | None
+    """(x, y) pixel spacing in mm when both physical units are centimetres (code 3)."""
+
+
+REGION_2D = 1
+REGION_TISSUE = 1
+REGION_COLOR_FLOW = 2
+_UNITS_CM = 3
+
+
+def dicom_regions(header: dict[str, Any] | None) -> list[UltrasoundRegion]:
+    """The ultrasound regions a DICOM header declares, in pixel boxes; [] when it has none.
+
+    Items with missing or inverted corners are skipped rather than trusted. The region's
+    maxima are inclusive in DICOM, so the box's width is ``MaxX1 - MinX0 + 1``.
+    """
+    regions = []
+    for item in (header or {}).get("SequenceOfUltrasoundRegions") or []:
+        if not isinstance(item, dict):
+            continue
+        try:
+            x0, y0 = int(item["RegionLocationMinX0"]), int(item["RegionLocationMinY0"])
+            x1, y1 = int(item["RegionLocationMaxX1"]), int(item["RegionLocationMaxY1"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if x1 < x0 or y1 < y0 or x0 < 0 or y0 < 0:
+            continue
+        regions.append(
+            UltrasoundRegion(
+                Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
+                _int_or(item.get("RegionSpatialFormat"), 0),
+                _int_or(item.get("RegionDataType"), 0),
+                _mm_per_pixel(item),
+            )
+        )
+    return regions
+
+
+def _int_or(value: object, default: int) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _mm_per_pixel(item: dict[str, Any]) -> tuple[float, float] | None:
+    units = (item.get("PhysicalUnitsXDirection"), item.get("PhysicalUnitsYDirection"))
+    try:
+        dx, dy = float(item["PhysicalDeltaX"]), float(item["PhysicalDeltaY"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(_int_or(u, 0) != _UNITS_CM for u in units) or not (dx > 0 and dy > 0):
+        return None
+    return (10.0 * dx, 10.0 * dy)
+
+
+@dataclass(frozen=True)
+class RegionProposal:
+    """Every ultrasound view of a frame, its color box and bar, and where they came from."""
+
+    views: tuple[Box, ...]
+    """Ultrasound views, the main one first; empty when nothing was found."""
+    color_box: Box | None
+    scale_bar: Box | None
+    mm_per_pixel: tuple[float, float] | None
+    """Pixel spacing of the main view from the DICOM regions; None when not calibrated."""
+    source: str
+    """"dicom" (regions in the header), "pixels" (image analysis) or "none" (nothing found)."""
+
+
+def propose_regions(pixels: np.ndarray, header: dict[str, Any] | None = None) -> RegionProposal:
+    """Views, color box and scale bar of one frame: what the DICOM says first, pixels otherwise.
+
+    A declared 2D region is trusted when the image fills it; when the visible image covers
+    clearly less (a region drawn for the whole screen area around a small fan), the region
+    is shrunk to what is visible. Nothing found is a valid answer (the reader draws by hand),
+    never an exception.
+    """
+    img = to_rgb_u8(pixels)
+    height, width = img.shape[:2]
+    bar = detect_scale_bar(img)
+    regions = [
+        r
+        for r in dicom_regions(header)
+        if r.spatial_format == REGION_2D and r.box.inside(width, height) and r.box.area > 0
+    ]
+    spacing = None
+    if regions:
+        background = _background_level(img)
+        views = [_visible_part(img, r.box, background) for r in regions]
+        spacing = regions[0].mm_per_pixel
+        source = "dicom"
+    else:
+        try:
+            views = ultrasound_views(img, bar)
+        except NoImageContentError:
+            return RegionProposal((), None, bar, None, "none")
+        source = "pixels"
+    color = None
+    for view in views:
+        color = color_box_excluding(img, view, bar)
+        if color is not None:
+            break
+    return RegionProposal(tuple(views), color, bar, spacing, source)
+
+
+def _background_level(img: np.ndarray) -> int:
+    """The screen's background gray: the commonest value on the frame's outer border."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel()])
+    return int(np.bincount(np.concatenate([border, gray[:, -2:].ravel()])).argmax())
+
+
+def _visible_part(img: np.ndarray, region: Box, background: int) -> Box:
+    """``region`` shrunk to the part that differs from the background, if clearly smaller.
+
+    Any difference counts, however faint: the fan of a probe in air may sit only one gray
+    level above the screen. A pixel is visible image where most of its neighbourhood
+    differs (so lossy-compression ringing around text does not count), and thin marks
+    (depth ticks, text) are erased by an opening.
+    """
+    gray = cv2.cvtColor(img[region.y : region.y2, region.x : region.x2], cv2.COLOR_RGB2GRAY)
+    differs = (gray != background).astype(np.float32)
+    short = min(gray.shape)
+    density = cv2.blur(differs, (_odd(short / 16), _odd(short / 16)))
+    k = _odd(short / 24)
+    kept = cv2.morphologyEx(
+        (density >= 0.5).astype(np.uint8),
+        cv2.MORPH_OPEN,
+        cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)),
+    )
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(kept, connectivity=8)
+    if n < 2:
+        return region
+    largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = cv2.boundingRect((largest & (differs > 0)).astype(np.uint8))
+    if w * h >= VISIBLE_SHARE_TRUSTED * region.area or min(w, h) < MIN_VIEW_SIDE:
+        return region
+    return Box(region.x + x, region.y + y, w, h)

@@ -659,7 +659,8 @@ def decode_swe(
         under = cv2.cvtColor(under_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     bar, colors, rng_kpa, warning = _scale_for(img, kpa_range)
     if color_box is None:
-        color_box = color_box_excluding(img, ultrasound_area_excluding(img, bar), bar)
+        area = ultrasound_area_excluding(img, bar)
+        color_box = color_box_excluding(img, area, bar, require_bar=False)
     else:
         _check_box(color_box, width, height, "color box")
 
