@@ -115,6 +115,20 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+TASK_TITLES: dict[str, str] = {
+    "sarcopenia_gsu": "Sarcopenia from GSU",
+    "sarcopenia_swe": "Sarcopenia from SWE",
+    "sarcopenia_fusion": "Sarcopenia from GSU + SWE (fusion)",
+    "echogenicity_gsu": "Echogenicity (low/high) from GSU",
+}
+"""The tasks as the study names them, for pages and tables; the keys stay in data and CLI."""
+
+
+def task_title(task: str) -> str:
+    """The study's name of a task ("Sarcopenia from SWE"); an unknown key is shown as is."""
+    return TASK_TITLES.get(task, task)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

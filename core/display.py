@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -34,6 +38,33 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 BOX_COLORS = ((0, 229, 255), (255, 196, 0), (255, 64, 160), (120, 255, 120))
 """Distinct outline colors for the readers' boxes, in reader order."""
+BOX_COLOR_NAMES = ("cyan", "amber", "pink", "green")
+"""What a person calls each of ``BOX_COLORS``, for legends."""
+
+
+def box_color_name(index: int) -> str:
+    """The colour name of the ``index``-th box drawn by ``draw_boxes``."""
+    return BOX_COLOR_NAMES[index % len(BOX_COLOR_NAMES)]
+
+
+def box_legend_html(owners: Sequence[str]) -> str:
+    """A legend for boxes drawn in this order: a colour swatch, its name, and whose box.
+
+    Owner names are escaped (they are user text); the rest is fixed markup.
+    """
+    items = []
+    for index, owner in enumerate(owners):
+        r, g, b = BOX_COLORS[index % len(BOX_COLORS)]
+        swatch = (
+            '<span style="display:inline-block;width:0.9em;height:0.9em;'
+            f"vertical-align:middle;border:2px solid rgb({r},{g},{b});"
+            f'margin-right:0.3em"></span>'
+        )
+        items.append(
+            f'<span style="margin-right:1.2em">{swatch}{box_color_name(index)}: '
+            f"{html.escape(owner)}</span>"
+        )
+    return f'<div class="box-legend">{"".join(items)}</div>'
 
 
 def draw_boxes(rgb: np.ndarray, boxes: list[Box | None], thickness: int = 2) -> np.ndarray:

@@ -253,6 +253,33 @@ def _check_cam(cam: np.ndarray) -> np.ndarray:
     return arr
 
 
+FLAT_PEAK_TO_MEAN = 1.5
+"""Below this peak-to-mean ratio a map lights the whole crop about evenly: no localization.
+A map that picks out a region a quarter of the crop wide has a ratio of about 3 or more."""
+
+
+def flat_map_note(cam: np.ndarray) -> str | None:
+    """Why a map shows no localization, or None when it highlights a region.
+
+    Each map is scaled by its own maximum, so a nearly uniform map still renders as a full
+    colour wash that looks meaningful; the page says so beside it instead.
+    """
+    arr = _check_cam(cam)
+    peak, mean = float(arr.max()), float(arr.mean())
+    if peak <= 0.0:
+        return (
+            "No localization: the map is empty (no region of this crop raised the model's "
+            "score), so the overlay shows nothing."
+        )
+    ratio = peak / mean
+    if ratio < FLAT_PEAK_TO_MEAN:
+        return (
+            f"No localization: the map is nearly uniform (its peak is {ratio:.2f}× its "
+            "mean), so its colours do not point at any region of the image."
+        )
+    return None
+
+
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a map ``(h, w)`` or maps ``(N, h, w)`` to ``size = (height, width)``.
 

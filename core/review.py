@@ -28,7 +28,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +231,47 @@ def load_predictor(db: Database, run_id: int) -> RunPredictor:
         task = run.task
     model = load_keras_model(path)
     return RunPredictor(run_id, task, label, threshold, settings, model_stamp(path), model)
+
+
+MAX_LOADED_MODELS: Final = 6
+"""Models kept in memory per process (a VGG19 at 112×112 holds about 80 MB)."""
+_loaded: OrderedDict[tuple[int, str, str], RunPredictor] = OrderedDict()
+_loading = threading.Lock()
+
+
+def _model_key(db: Database, run_id: int) -> tuple[int, str, str]:
+    with db.read() as session:
+        run = session.get(TrainingRun, run_id)
+        path = run.model_path if run is not None else None
+    return (run_id, str(path), model_stamp(path))
+
+
+def predictor_is_loaded(db: Database, run_id: int) -> bool:
+    """Whether ``cached_predictor`` would answer without loading (the page shows progress
+    for the models it still has to load)."""
+    return _model_key(db, run_id) in _loaded
+
+
+def cached_predictor(db: Database, run_id: int) -> RunPredictor:
+    """The run's predictor, loaded once per process and shared by every session.
+
+    Keyed by run id, model path and the file's size and mtime, so a retrained or replaced
+    model file is loaded afresh; the least recently used of more than ``MAX_LOADED_MODELS``
+    is dropped. Loading holds a lock, so two sessions opening the same model at once load
+    it once.
+    """
+    key = _model_key(db, run_id)
+    with _loading:
+        predictor = _loaded.get(key)
+        if predictor is None:
+            predictor = load_predictor(db, run_id)
+            for stale in [k for k in _loaded if k[0] == run_id]:
+                del _loaded[stale]
+            _loaded[key] = predictor
+            while len(_loaded) > MAX_LOADED_MODELS:
+                _loaded.popitem(last=False)
+        _loaded.move_to_end(key)
+    return predictor
 
 
 # ---------------------------------------------------------------------------------------
@@ -867,6 +910,8 @@ class ModelView:
     overlay_crop: np.ndarray | None = None
     overlay_full: np.ndarray | None = None
     note: str = ""
+    cam_note: str | None = None
+    """Set when the Grad-CAM map shows no localization (``core.gradcam.flat_map_note``)."""
     error: str | None = None
 
     @property
@@ -1032,7 +1077,7 @@ def _model_view(
     box = image.chosen.box
     full = full_pixels(image.path)
     crop01 = full[box.y : box.y2, box.x : box.x2].astype(np.float32) / 255.0
-    from core.gradcam import overlay, overlay_on_full_image
+    from core.gradcam import flat_map_note, overlay, overlay_on_full_image
 
     note = ""
     if stored_view:
@@ -1057,6 +1102,7 @@ def _model_view(
         overlay_crop=overlay(crop01, output.cam),
         overlay_full=overlay_on_full_image(full, box, output.cam),
         note=note,
+        cam_note=flat_map_note(output.cam),
     )
 
 
@@ -1332,6 +1378,8 @@ class SecondReaderOpinion:
     overlay_crop: np.ndarray
     overlay_full: np.ndarray
     note: str = ADVICE_NOTE
+    cam_note: str | None = None
+    """Set when the Grad-CAM map shows no localization."""
 
 
 def echogenicity_runs(db: Database) -> list[int]:
@@ -1392,7 +1440,7 @@ def second_reader_opinion(
     box = cases["gsu"].chosen.box
     full = (full_pixels or _default_pixels(store))(cases["gsu"].path)
     crop01 = full[box.y : box.y2, box.x : box.x2].astype(np.float32) / 255.0
-    from core.gradcam import overlay, overlay_on_full_image
+    from core.gradcam import flat_map_note, overlay, overlay_on_full_image
 
     high = output.probability >= predictor.threshold
     return SecondReaderOpinion(
@@ -1404,4 +1452,5 @@ def second_reader_opinion(
         box=box,
         overlay_crop=overlay(crop01, output.cam),
         overlay_full=overlay_on_full_image(full, box, output.cam),
+        cam_note=flat_map_note(output.cam),
     )

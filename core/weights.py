@@ -122,6 +122,62 @@ def resolve_weights(arch: str, weights: str) -> str | None:
     return str(path)
 
 
+def imagenet_available(arch: str) -> bool:
+    """Whether ``arch``'s ImageNet notop file is in the Keras cache (nothing is downloaded)."""
+    _check_arch(arch)
+    return (keras_cache_dir() / WEIGHT_FILES[arch]).is_file()
+
+
+def user_weights_dir() -> Path:
+    """``<data>/weights/``: where an admin puts weight files of their own to offer them."""
+    from core import config
+
+    return config.data_dir() / "weights"
+
+
+def found_weight_files() -> list[Path]:
+    """Weight files on this machine other than the ImageNet ones, for a picker.
+
+    HDF5 files in ``user_weights_dir()`` and in the Keras cache (minus the three ImageNet
+    notop files, which the "imagenet" choice stands for), sorted by name.
+    """
+    imagenet = set(WEIGHT_FILES.values())
+    found: dict[str, Path] = {}
+    for folder in (user_weights_dir(), keras_cache_dir()):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if (
+                path.is_file()
+                and path.name.endswith((".h5", ".hdf5"))
+                and path.name not in imagenet
+            ):
+                found.setdefault(str(path.resolve()), path.resolve())
+    return sorted(found.values(), key=lambda p: (p.name, str(p)))
+
+
+def default_weights() -> str:
+    """What a new run should start from here: ImageNet when all three files are present
+    (the study), else random initialization, which always runs."""
+    if all(imagenet_available(arch) for arch in WEIGHT_FILES):
+        return WEIGHTS_IMAGENET
+    return WEIGHTS_NONE
+
+
+def missing_imagenet_note() -> str | None:
+    """One sentence naming the architectures without ImageNet files and the remedy; None
+    when all three are present."""
+    missing = [arch for arch in WEIGHT_FILES if not imagenet_available(arch)]
+    if not missing:
+        return None
+    return (
+        f"ImageNet weights are not on this machine for {', '.join(missing)} (looked in "
+        f"{keras_cache_dir()}). Runs with 'ImageNet' for these architectures will be "
+        f"refused; choose 'none' (random initialization), or run `{FETCH_COMMAND}` on a "
+        f"machine with internet and copy the files to that folder."
+    )
+
+
 def fetch_all(
     dest: Path | None = None, progress: Callable[[str, Path], None] | None = None
 ) -> list[Path]:

@@ -147,42 +147,74 @@ def run_predictions(
     ]
 
 
+PHASE_TEXT = {
+    "queued": "waiting in the queue",
+    "starting": "starting",
+    "loading": "loading and cropping the images",
+    "features": "computing image features",
+    "training": "training",
+    "evaluating": "testing on the validation and test patients",
+    "saving": "saving the model",
+    "done": "finished",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+"""Each phase in words a reader of the page understands."""
+
+
+def _phase_fraction(p: Mapping[str, Any], phase: str) -> float:
+    epochs, epoch = p.get("epochs") or 0, p.get("epoch") or 0
+    batch, batches = p.get("batch") or 0, p.get("batches") or 0
+    folds, fold = p.get("folds") or 1, p.get("fold") or 0
+    within_batches = batch / batches if batches else 0.0
+    if phase == "features":
+        copies = (p.get("copies") or 0) + 1
+        return ((p.get("copy") or 0) + within_batches) / copies
+    if phase == "loading":
+        return within_batches
+    if phase == "training" and epochs:
+        return (fold + (max(epoch - 1, 0) + within_batches) / epochs) / folds
+    if phase in ("evaluating", "saving", "done"):
+        return (fold + 1) / folds
+    return 0.0
+
+
+def _phase_text(p: Mapping[str, Any], phase: str) -> str:
+    text = PHASE_TEXT.get(phase, phase)
+    copies, copy = p.get("copies") or 0, p.get("copy") or 0
+    if phase == "features" and copies:
+        text = (
+            f"computing features of augmented copies, {copy} of {copies}"
+            if copy
+            else "computing features of the original images"
+        )
+    elif phase == "loading" and p.get("batches"):
+        text += f", {p.get('batch') or 0} of {p['batches']} patients"
+    elif phase == "training" and p.get("epochs"):
+        text += f", epoch {p.get('epoch') or 0} of {p['epochs']}"
+    return text
+
+
 def describe_progress(progress: Mapping[str, Any]) -> tuple[float, str]:
     """Fraction (0–1) of the current phase and a one-line description of a progress dict.
 
     Phases: loading (images), features (fast mode: the frozen backbone over every image and
     its augmented copies), training (epochs), evaluating, saving. The fraction covers the
-    phase that takes the time: features, or the epochs of all folds.
+    phase that takes the time: features, or the epochs of all folds. The text is for
+    radiologists, e.g. "fold 2 of 5 · computing features of augmented copies, 1 of 2".
     """
     p = progress
     phase = p.get("phase") or "queued"
-    epochs, epoch = p.get("epochs") or 0, p.get("epoch") or 0
-    batch, batches = p.get("batch") or 0, p.get("batches") or 0
     folds, fold = p.get("folds") or 1, p.get("fold") or 0
-    within_batches = batch / batches if batches else 0.0
-    fraction = 0.0
-    if phase == "features":
-        copies = (p.get("copies") or 0) + 1
-        fraction = ((p.get("copy") or 0) + within_batches) / copies
-    elif phase == "loading":
-        fraction = within_batches
-    elif phase == "training" and epochs:
-        fraction = (fold + (max(epoch - 1, 0) + within_batches) / epochs) / folds
-    elif phase in ("evaluating", "saving", "done"):
-        fraction = (fold + 1) / folds
-    bits = [phase]
+    bits = []
     if folds > 1:
-        bits.append(f"fold {fold + 1}/{folds}")
-    if phase == "features" and p.get("copies"):
-        bits.append(f"copy {(p.get('copy') or 0) + 1}/{p['copies'] + 1}")
-    if phase == "training" and epochs:
-        bits.append(f"epoch {epoch}/{epochs}")
-    if phase in ("training", "features", "loading") and batches:
-        bits.append(f"batch {batch}/{batches}")
+        bits.append(f"fold {fold + 1} of {folds}")
+    bits.append(_phase_text(p, phase))
     if phase == "training" and p.get("loss") is not None:
         bits.append(f"loss {p['loss']:.3f}")
     if phase == "training" and p.get("val_auc") is not None:
-        bits.append(f"val AUC {p['val_auc']:.2f}")
+        bits.append(f"validation AUC {p['val_auc']:.2f}")
+    fraction = _phase_fraction(p, phase)
     return min(max(fraction, 0.0), 1.0), " · ".join(bits)
 
 

@@ -6,9 +6,11 @@ want without a browser lives in ``core`` or ``db``, not here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from core import config
@@ -19,7 +21,7 @@ from core.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Reader, TrainingRun
-from db.readers import get_reader
+from db.readers import get_reader, list_readers
 
 if TYPE_CHECKING:
     from core.review import RunPredictor
@@ -104,22 +106,38 @@ def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
     st.image(pixels, caption=caption, output_format="PNG", width="content")
 
 
-@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
-def _predictor(run_id: int, path: str | None, stamp: str) -> RunPredictor:
-    """One loaded model per run and model file, shared by every session of the app."""
-    from core.review import load_predictor
-
-    return load_predictor(get_db(), run_id)
-
-
 def get_predictor(run: TrainingRun) -> RunPredictor:
-    """The run's model, loaded once (safe mode, models folder only) and then reused.
+    """The run's model, loaded once per process (``core.review.cached_predictor``: safe
+    mode, models folder only) and shared by every session.
 
     TensorFlow is imported here, on first use, so pages without models start fast.
     """
-    from core.review import model_stamp
+    from core.review import cached_predictor
 
-    return _predictor(run.id, run.model_path, model_stamp(run.model_path))
+    return cached_predictor(get_db(), run.id)
+
+
+def load_models(runs: list[TrainingRun]) -> None:
+    """Load the runs' models that this server has not loaded yet, with a progress bar.
+
+    The first reader to open a model pays its load (seconds, TensorFlow included); every
+    later page and session reuses it. A model that cannot load is left for the page to
+    report with the rest of that run's view.
+    """
+    from core.review import ModelPathError, ReviewError, predictor_is_loaded
+    from core.table1 import run_label
+
+    db = get_db()
+    missing = [run for run in runs if not predictor_is_loaded(db, run.id)]
+    if not missing:
+        return
+    bar = st.progress(0.0, text="Loading the models (once per server)…")
+    for index, run in enumerate(missing):
+        text = f"Loading model {index + 1} of {len(missing)}: {run_label(run)} (once per server)…"
+        bar.progress(index / len(missing), text=text)
+        with contextlib.suppress(ReviewError, ModelPathError):
+            get_predictor(run)
+    bar.empty()
 
 
 def demo_offer() -> bool:
@@ -149,6 +167,34 @@ def demo_offer() -> bool:
         st.success(f"Loaded {n} synthetic patients.")
         st.rerun()
     return True
+
+
+EMPTY_CELL = "—"
+"""What a table shows for a missing value (Streamlit's default is the word "None")."""
+
+
+def show_table(data: Any, **options: Any) -> Any:
+    """``st.dataframe`` with missing values shown as "—"; returns what it returns."""
+    return st.dataframe(data, placeholder=EMPTY_CELL, **options)
+
+
+def reader_names() -> dict[str, str]:
+    """Display name by username, so pages name readers as people read them."""
+    with get_db().read() as session:
+        return {r.username: r.display_name or r.username for r in list_readers(session)}
+
+
+def runs_table(runs: list[TrainingRun]) -> pd.DataFrame:
+    """``run_summary`` rows with the study's task names and architecture spellings."""
+    from core.dataset import task_title
+    from core.table1 import ARCH_NAMES
+    from db.runs import run_summary
+
+    table = pd.DataFrame([run_summary(r) for r in runs])
+    if not table.empty:
+        table["task"] = table["task"].map(task_title)
+        table["arch"] = table["arch"].map(lambda a: ARCH_NAMES.get(a, a))
+    return table
 
 
 def plain(text: str) -> str:

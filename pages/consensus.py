@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.agreement import PairAgreement, pair_agreement
-from core.display import BOX_COLORS, draw_boxes
+from core.display import box_color_name, draw_boxes
 from core.labels import GRADES
 from db.consensus import (
     ConsensusConflict,
@@ -29,14 +29,23 @@ from pages.components import (
     get_predictor,
     get_store,
     plain,
+    reader_names,
     require_reader,
     show_image,
+    show_table,
 )
 
 db = get_db()
 reader = require_reader()
 is_admin = reader.role == "admin"
 st.title("Consensus")
+names = reader_names()
+
+
+def name_of(username: str) -> str:
+    """A reader as people read them: their display name."""
+    return names.get(username, username)
+
 
 if is_admin:
     agreed = db.write(auto_agree)
@@ -62,7 +71,7 @@ def agreement_results(_db_url: str, version: tuple) -> list[PairAgreement]:
 
 
 def adjudication_form(item: Disagreement) -> None:
-    boxes = {f"{g.username}'s box": g.box for g in item.grades if g.box is not None}
+    boxes = {f"{name_of(g.username)}'s box": g.box for g in item.grades if g.box is not None}
     average = mean_box(list(boxes.values()))
     if average is not None:
         boxes = {"Average of the readers' boxes": average, **boxes}
@@ -102,10 +111,10 @@ def disagreement_view(items: list[Disagreement]) -> None:
     cols = st.columns(len(item.grades))
     for index, (col, g) in enumerate(zip(cols, item.grades, strict=True)):
         with col:
-            st.text(f"{g.username}: grade {g.grade}")
-            color = BOX_COLORS[index % len(BOX_COLORS)]
+            st.text(f"{name_of(g.username)}: grade {g.grade}")
             shown = draw_boxes(pixels, [None] * index + [g.box])
-            show_image(shown, caption=f"box {g.box.as_tuple() if g.box else 'none'} · rgb{color}")
+            box_text = f"{box_color_name(index)} box" if g.box else "no box"
+            show_image(shown, caption=f"{name_of(g.username)}'s {box_text}")
     model_advice(item)
     if is_admin:
         adjudication_form(item)
@@ -144,6 +153,8 @@ def model_advice(item: Disagreement) -> None:
             f"({advice.run_label})"
         )
         st.caption(advice.note)
+        if advice.cam_note:
+            st.warning(advice.cam_note)
         left, right = st.columns(2)
         with left:
             show_image(advice.overlay_crop, caption="Grad-CAM on the crop")
@@ -172,7 +183,7 @@ def agreement_view() -> None:
         return
     table = pd.DataFrame(
         {
-            "readers": f"{r.reader_a} vs {r.reader_b}",
+            "readers": f"{name_of(r.reader_a)} vs {name_of(r.reader_b)}",
             "images": r.n,
             "agreement %": round(r.percent_agreement, 1),
             "kappa (95% CI)": kappa_cell(r.kappa),
@@ -183,8 +194,8 @@ def agreement_view() -> None:
         }
         for r in results
     )
-    st.dataframe(table, hide_index=True)
-    labels = [f"{r.reader_a} vs {r.reader_b}" for r in results]
+    show_table(table, hide_index=True)
+    labels = [f"{name_of(r.reader_a)} vs {name_of(r.reader_b)}" for r in results]
     chosen = results[labels.index(st.selectbox("Pair", labels))]
     left, right = st.columns(2)
     heat = px.imshow(
@@ -193,7 +204,7 @@ def agreement_view() -> None:
         y=[str(g) for g in GRADES],
         text_auto=True,
         color_continuous_scale="Blues",
-        labels={"x": chosen.reader_b, "y": chosen.reader_a, "color": "images"},
+        labels={"x": name_of(chosen.reader_b), "y": name_of(chosen.reader_a), "color": "images"},
         title="Grades (rows: first reader)",
     )
     left.plotly_chart(heat)

@@ -11,9 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.dataset import task_title
 from core.jobs import RunActiveError, delete_run, reap_dead_runs
-from db.runs import get_run, list_runs, metrics_rows, run_history, run_predictions, run_summary
-from pages.components import get_db, require_admin, require_reader
+from core.table1 import ARCH_NAMES
+from db.runs import get_run, list_runs, metrics_rows, run_history, run_predictions
+from pages.components import get_db, require_admin, require_reader, runs_table, show_table
 
 reader = require_reader()
 db = get_db()
@@ -29,10 +31,12 @@ if not runs:
     )
     st.stop()
 
-summary = pd.DataFrame([run_summary(r) for r in runs])
-st.dataframe(summary.drop(columns=["error"]), hide_index=True)
+show_table(runs_table(runs).drop(columns=["error"]), hide_index=True)
 
-labels = {r.id: f"Run {r.id} · {r.task} · {r.arch} · {r.status}" for r in runs}
+labels = {
+    r.id: f"Run {r.id} · {task_title(r.task)} · {ARCH_NAMES.get(r.arch, r.arch)} · {r.status}"
+    for r in runs
+}
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="registry_run")
 with db.read() as session:
     run = get_run(session, run_id)
@@ -49,7 +53,7 @@ if run.model_path:
 
 rows = metrics_rows(run)
 if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    show_table(pd.DataFrame(rows), hide_index=True)
 cv = (run.metrics or {}).get("cv")
 if cv and cv.get("test_auc_mean") is not None:
     sd = cv.get("test_auc_sd")
@@ -90,7 +94,7 @@ with st.expander("Settings"):
     st.json(run.settings)
 if predictions:
     with st.expander(f"Predictions ({len(predictions)})"):
-        st.dataframe(pd.DataFrame([asdict(p) for p in predictions]), hide_index=True)
+        show_table(pd.DataFrame([asdict(p) for p in predictions]), hide_index=True)
 
 if reader.role == "admin":
     st.divider()

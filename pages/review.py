@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.display import BOX_COLORS, draw_boxes
+from core.display import box_legend_html, draw_boxes
 from core.review import (
     NOT_IN_RUN,
     ModelPathError,
@@ -25,9 +25,12 @@ from pages.components import (
     get_db,
     get_predictor,
     get_store,
+    load_models,
     plain,
+    reader_names,
     require_reader,
     show_image,
+    show_table,
 )
 
 DEFAULT_MODELS = 3
@@ -48,6 +51,7 @@ chosen = st.multiselect(
 )
 chosen_runs = [labels[label] for label in chosen]
 run_ids = [r.id for r in chosen_runs]
+load_models(chosen_runs)
 
 
 def predictor_for(run_id: int) -> RunPredictor:
@@ -94,7 +98,7 @@ shown = filter_review(
 )
 st.caption(f"{len(shown)} of {len(table)} patients.")
 view = shown.drop(columns=["patient_id"]).reset_index(drop=True)
-selection = st.dataframe(
+selection = show_table(
     view,
     hide_index=True,
     on_select="rerun",
@@ -151,7 +155,17 @@ elif review.grades is not None:
         grade_rows.append(
             {"reader": f"consensus ({review.consensus_method})", "grade": review.consensus_grade}
         )
-    st.dataframe(pd.DataFrame(grade_rows, columns=["reader", "grade"]), hide_index=True)
+    show_table(pd.DataFrame(grade_rows, columns=["reader", "grade"]), hide_index=True)
+
+names = reader_names()
+
+
+def owner_name(owner: str) -> str:
+    """Whose box: the consensus, the automatic proposal, or a reader by display name."""
+    return {"consensus": "consensus", "auto": "automatic proposal"}.get(
+        owner, names.get(owner, owner)
+    )
+
 
 image_cols = st.columns(3)
 for column, modality in zip(image_cols[:2], ("GSU", "SWE"), strict=True):
@@ -165,15 +179,17 @@ for column, modality in zip(image_cols[:2], ("GSU", "SWE"), strict=True):
             draw_boxes(display_pixels(image.path), [image.boxes[o] for o in owners]),
             caption=modality,
         )
-        legend = [f"{o}: rgb{BOX_COLORS[i % len(BOX_COLORS)]}" for i, o in enumerate(owners)]
-        st.text("Boxes: " + ("; ".join(legend) if legend else "none"))
+        if owners:
+            st.html(box_legend_html([owner_name(o) for o in owners]))
+        else:
+            st.caption("No box.")
 with image_cols[2]:
     if review.stiffness is None:
         st.caption("No decoded stiffness (no SWE image or box).")
     else:
         s = review.stiffness
         show_image(s.rgb, caption=f"Stiffness {s.low:.1f}–{s.high:.1f} {s.units}")
-        st.dataframe(pd.DataFrame([{k: round(v, 3) for k, v in s.stats.items()}]), hide_index=True)
+        show_table(pd.DataFrame([{k: round(v, 3) for k, v in s.stats.items()}]), hide_index=True)
         if s.warning:
             st.text(s.warning)
 
@@ -204,6 +220,8 @@ def model_card(view: ModelView) -> None:
                 )
             with cols[2]:
                 st.image(view.overlay_full, caption="Grad-CAM in the whole scan")
+            if view.cam_note:
+                cols[1].warning(view.cam_note)
 
 
 st.subheader("Models")

@@ -7,10 +7,9 @@ reads it back).
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from core.dataset import TASKS
+from core.dataset import TASKS, task_title
 from core.jobs import (
     MAX_CONCURRENT_ENV,
     cancel_run,
@@ -18,10 +17,19 @@ from core.jobs import (
     reap_dead_runs,
     submit_run,
 )
+from core.table1 import ARCH_NAMES
 from core.train import ARCHITECTURES, DEFAULT_EPOCHS, MODES, TrainSettings
-from core.weights import WeightsUnavailableError
-from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary, run_summary
-from pages.components import get_db, require_admin
+from core.weights import (
+    WEIGHTS_IMAGENET,
+    WEIGHTS_NONE,
+    WeightsUnavailableError,
+    default_weights,
+    found_weight_files,
+    missing_imagenet_note,
+    user_weights_dir,
+)
+from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary
+from pages.components import get_db, require_admin, runs_table, show_table
 
 require_admin()
 db = get_db()
@@ -38,11 +46,32 @@ def parse_sizes(text: str) -> tuple[int, int, int] | None:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
+def weight_label(choice: str) -> str:
+    if choice == WEIGHTS_IMAGENET:
+        return "ImageNet (pretrained, as in the study)"
+    if choice == WEIGHTS_NONE:
+        return "None (random initialization)"
+    return f"File: {choice}"
+
+
+weight_options = [WEIGHTS_IMAGENET, WEIGHTS_NONE, *(str(p) for p in found_weight_files())]
+missing_note = missing_imagenet_note()
+if missing_note:
+    st.warning(missing_note)
+st.caption(
+    f"Weight files of your own (.h5) appear under Weights when placed in {user_weights_dir()}."
+)
+
 with st.form("new_run"):
     st.subheader("New run")
     left, middle, right = st.columns(3)
-    task = left.selectbox("Task", sorted(TASKS))
-    arch = middle.selectbox("Architecture", ARCHITECTURES, help="Fusion: the GSU backbone.")
+    task = left.selectbox("Task", sorted(TASKS), format_func=task_title)
+    arch = middle.selectbox(
+        "Architecture",
+        ARCHITECTURES,
+        format_func=lambda a: ARCH_NAMES.get(a, a),
+        help="Fusion: the GSU backbone.",
+    )
     mode = right.radio(
         "Mode",
         MODES,
@@ -60,8 +89,12 @@ with st.form("new_run"):
         help=f"Most epochs; early stopping on the validation AUC may end sooner. Defaults: "
         f"{DEFAULT_EPOCHS['fast']} fast, {DEFAULT_EPOCHS['full']} full.",
     )
-    weights = middle.text_input(
-        "Weights", value="imagenet", help="imagenet (Keras cache), none, or a weights file path"
+    weights = middle.selectbox(
+        "Weights",
+        weight_options,
+        index=weight_options.index(default_weights()),
+        format_func=weight_label,
+        help="ImageNet files are read from the Keras cache, never downloaded.",
     )
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=42, step=1)
     left, middle, right = st.columns(3)
@@ -91,7 +124,7 @@ if submitted:
             arch=arch,
             mode=mode,
             epochs=int(epochs),
-            weights=weights.strip(),
+            weights=weights,
             seed=int(seed),
             input_size=int(input_size) or None,
             sizes=parse_sizes(sizes_text),
@@ -124,7 +157,9 @@ def live_runs() -> None:
     for run in runs:
         fraction, text = progress_summary(run)
         with st.container(border=True):
-            st.text(f"{run.task} · {run.arch} · {(run.settings or {}).get('mode')} · {run.status}")
+            mode = (run.settings or {}).get("mode")
+            arch_name = ARCH_NAMES.get(run.arch, run.arch)
+            st.text(f"{task_title(run.task)} · {arch_name} · {mode} mode · {run.status}")
             st.progress(fraction, text=text)
             if run.cancel_requested:
                 st.caption("Cancel requested; the run stops within a second.")
@@ -133,9 +168,8 @@ def live_runs() -> None:
                 st.rerun(scope="fragment")
     st.subheader("Recently finished")
     if recent:
-        table = pd.DataFrame([run_summary(r) for r in recent])
         columns = ["id", "task", "arch", "mode", "status", "test_auc", "seconds", "error"]
-        st.dataframe(table[columns], hide_index=True)
+        show_table(runs_table(recent)[columns], hide_index=True)
     else:
         st.caption("No finished run yet.")
 

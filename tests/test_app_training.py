@@ -57,7 +57,7 @@ def test_admin_starts_a_run_watches_it_and_sees_it_done(db):
     assert not at.exception
     _widget(at.selectbox, "Task").set_value("sarcopenia_gsu")
     _widget(at.selectbox, "Architecture").set_value("vgg19")
-    _widget(at.text_input, "Weights").set_value("none")
+    _widget(at.selectbox, "Weights").set_value("none")
     _widget(at.number_input, "Epochs").set_value(1)
     _widget(at.number_input, "Input size (pixels, 0 = study sizes)").set_value(32)
     _widget(at.text_input, "Split sizes TRAIN,VAL,TEST").set_value("11,5,5")
@@ -97,7 +97,7 @@ def test_admin_starts_a_run_watches_it_and_sees_it_done(db):
 
 def test_an_enriched_test_set_with_k_fold_is_refused_before_queueing(db):
     at = open_page("pages/training.py", "admin")
-    _widget(at.text_input, "Weights").set_value("none")
+    _widget(at.selectbox, "Weights").set_value("none")
     _widget(at.number_input, "k-fold (0 = one split)").set_value(5)
     _widget(at.number_input, "Positive patients in the test set (0 = stratified)").set_value(9)
     at.button(key="FormSubmitter:new_run-Start training").click().run()

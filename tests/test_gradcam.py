@@ -221,3 +221,19 @@ def test_overlay_on_full_image_only_inside_the_box():
         overlay_on_full_image(full, Box(70, 50, 20, 20), np.ones((3, 3)))
     with pytest.raises(GradCAMError, match="uint8"):
         overlay_on_full_image(full.astype("float32"), box, np.ones((3, 3)))
+
+
+def test_flat_maps_are_called_out_and_localized_ones_are_not():
+    """A map whose peak barely exceeds its mean renders as an even colour wash: say so."""
+    from core.gradcam import flat_map_note
+
+    wash = np.full((7, 7), 0.9, dtype=np.float32)
+    wash[3, 3] = 1.0
+    note = flat_map_note(wash)
+    assert note is not None and note.startswith("No localization") and "1.1" in note
+    empty = flat_map_note(np.zeros((7, 7), dtype=np.float32))
+    assert empty is not None and "empty" in empty
+    blob = np.zeros((7, 7), dtype=np.float32)
+    blob[2:5, 2:5] = 1.0
+    assert flat_map_note(blob) is None
+    assert flat_map_note(upsample(blob, (112, 112))) is None
