@@ -509,7 +509,28 @@ def labeled_frame(
             column = f"run{run_id}_subset"
             table[column] = table[column].fillna("not in run")
     table["consensus_grade"] = table["consensus_grade"].astype("Int64")
+    for column in table.columns:
+        if column.startswith(COMPUTED_PREFIXES) or column.endswith("_probability"):
+            table[column] = round_float_noise(table[column])
     return table.reset_index(drop=True)
+
+
+COMPUTED_PREFIXES: Final = ("gsu_echo_", "swe_stiffness_")
+"""Columns measured from pixels (float32 arithmetic), rounded by ``round_float_noise``."""
+SIGNIFICANT_DIGITS: Final = 7
+"""What float32 carries (about 7.2 decimal digits); further digits are arithmetic noise."""
+
+
+def round_float_noise(values: pd.Series) -> pd.Series:
+    """Computed floats to ``SIGNIFICANT_DIGITS`` significant digits (17.00000088 → 17.0).
+
+    Only for values computed in float32 (image statistics, model probabilities): stored
+    metadata is exported exactly as stored, so the metadata round trip stays exact. Other
+    dtypes pass through unchanged.
+    """
+    if not pd.api.types.is_float_dtype(values):
+        return values
+    return values.map(lambda v: float(f"{v:.{SIGNIFICANT_DIGITS}g}") if pd.notna(v) else v)
 
 
 # ---------------------------------------------------------------------------------------
