@@ -1,7 +1,13 @@
-"""De-identify DICOM headers before anything is stored or shown.
+"""De-identify DICOM headers before anything is stored or shown: keep a list, drop the rest.
 
-A table-driven take on the DICOM PS3.15 Annex E Basic Application Confidentiality Profile,
-with two of its standard options:
+An allow-list take on the DICOM PS3.15 Annex E Basic Application Confidentiality Profile:
+only the attributes in :data:`KEPT` survive, at the top level and, for the ultrasound
+regions, inside the sequence items (:data:`REGION_ATTRIBUTES`). Every other attribute goes,
+whatever it is: PS3.15 Table E.1-1 entries, free text the profile's table forgets, retired,
+unknown and private tags, curves, overlays and every other sequence, at every depth. A
+scanner that invents a new field for a patient's address cannot leak it.
+
+Two standard options decide what the pipeline keeps beyond pixels and calibration:
 
 * **Retain Longitudinal Temporal Information with Full Dates** (code 113106): study,
   series, acquisition and content dates stay, because the study's cohort rule needs the
@@ -9,33 +15,38 @@ with two of its standard options:
 * **Retain Patient Characteristics** (code 113108): sex, age, size and weight stay; the
   study's outcome (SMI = L3 muscle area / height²) and its covariates depend on them.
 
-Besides the table, blanket rules make the profile hard to leak through: every private tag,
-every curve (50xx) and overlay (60xx) group and every tag unknown to the DICOM dictionary
-goes, and every person name (PN) other than the patient's is emptied. Instance UIDs are
-replaced by hashes of the originals, so importing the same file twice yields the same UIDs.
-Manufacturer, model, modality and the ``SequenceOfUltrasoundRegions`` (the physical pixel
-spacing) stay untouched.
+Instance UIDs are replaced by an HMAC-SHA256 of the original under a site secret
+(:func:`site_uid_key`), so importing the same file twice yields the same UIDs while a
+hospital that holds the original UIDs cannot relink them by hashing. docs/imaging-pipeline.md
+lists every kept attribute, why it is kept and which Table E.1-1 action it overrides.
 
-Text burned into the pixels is not touched here: ultrasound screens carry it, and the crop
-box step keeps it out of what the models see.
+Text burned into the pixels is handled by :mod:`core.pixel_deid`, which then calls
+:func:`mark_pixels_cleaned`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import math
+import os
 import re
-import uuid
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
 
-REMOVE = "X"
-EMPTY = "Z"
-PSEUDONYM = "D"
+KEEP = "keep"
+EMPTY = "empty"
+PSEUDONYM = "pseudonym"
+HMAC_UID = "hmac-uid"
+REGIONS = "regions"
+WRITTEN = "written"
 
 DEIDENTIFICATION_METHOD = (
     "DICOM PS3.15 Annex E Basic Profile",
@@ -48,115 +59,223 @@ _METHOD_CODES = (
     ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
     ("113108", "Retain Patient Characteristics Option"),
 )
+CLEAN_PIXEL_METHOD = "Clean Pixel Data Option"
+CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
+"""CID 7050 code recorded once burned-in text has been blanked from the pixels."""
 
-ACTIONS: tuple[tuple[str, str], ...] = (
-    # Patient identity: the pseudonym replaces name and ID; Type 2 elements are emptied.
-    ("PatientName", PSEUDONYM),
-    ("PatientID", PSEUDONYM),
-    ("PatientBirthDate", EMPTY),
-    ("PatientBirthTime", REMOVE),
-    ("PatientBirthName", REMOVE),
-    ("PatientMotherBirthName", REMOVE),
-    ("PatientAddress", REMOVE),
-    ("PatientTelephoneNumbers", REMOVE),
-    ("PatientComments", REMOVE),
-    ("PatientInsurancePlanCodeSequence", REMOVE),
-    ("PatientReligiousPreference", REMOVE),
-    ("OtherPatientIDs", REMOVE),
-    ("OtherPatientIDsSequence", REMOVE),
-    ("OtherPatientNames", REMOVE),
-    ("IssuerOfPatientID", REMOVE),
-    ("MedicalRecordLocator", REMOVE),
-    ("EthnicGroup", REMOVE),
-    ("Occupation", REMOVE),
-    ("MilitaryRank", REMOVE),
-    ("BranchOfService", REMOVE),
-    ("CountryOfResidence", REMOVE),
-    ("RegionOfResidence", REMOVE),
-    ("ResponsiblePerson", REMOVE),
-    ("ResponsibleOrganization", REMOVE),
-    ("AdditionalPatientHistory", REMOVE),
-    ("AdmissionID", REMOVE),
-    ("AdmittingDiagnosesDescription", REMOVE),
-    ("ReferencedPatientSequence", REMOVE),
-    # Staff and site.
-    ("InstitutionName", REMOVE),
-    ("InstitutionAddress", REMOVE),
-    ("InstitutionalDepartmentName", REMOVE),
-    ("InstitutionCodeSequence", REMOVE),
-    ("ReferringPhysicianName", EMPTY),
-    ("ReferringPhysicianAddress", REMOVE),
-    ("ReferringPhysicianTelephoneNumbers", REMOVE),
-    ("ReferringPhysicianIdentificationSequence", REMOVE),
-    ("PerformingPhysicianName", REMOVE),
-    ("PerformingPhysicianIdentificationSequence", REMOVE),
-    ("PhysiciansOfRecord", REMOVE),
-    ("PhysiciansOfRecordIdentificationSequence", REMOVE),
-    ("NameOfPhysiciansReadingStudy", REMOVE),
-    ("PhysiciansReadingStudyIdentificationSequence", REMOVE),
-    ("RequestingPhysician", REMOVE),
-    ("OperatorsName", REMOVE),
-    ("OperatorIdentificationSequence", REMOVE),
-    # Device and workflow identifiers.
-    ("StationName", REMOVE),
-    ("DeviceSerialNumber", REMOVE),
-    ("SoftwareVersions", REMOVE),
-    ("AccessionNumber", EMPTY),
-    ("StudyID", EMPTY),
-    ("RequestedProcedureID", REMOVE),
-    ("ScheduledProcedureStepID", REMOVE),
-    ("PerformedProcedureStepID", REMOVE),
-    ("RequestAttributesSequence", REMOVE),
-    ("ReferencedStudySequence", REMOVE),
-    ("OriginalAttributesSequence", REMOVE),
-    ("ContentSequence", REMOVE),
-    ("IconImageSequence", REMOVE),
-    # Free text that readers and technologists type.
-    ("StudyDescription", REMOVE),
-    ("SeriesDescription", REMOVE),
-    ("ProtocolName", REMOVE),
-    ("ImageComments", REMOVE),
-    ("StudyComments", REMOVE),
-    ("RequestedProcedureDescription", REMOVE),
-    ("PerformedProcedureStepDescription", REMOVE),
-    ("CommentsOnThePerformedProcedureStep", REMOVE),
-    ("ReasonForStudy", REMOVE),
-    ("ReasonForTheRequestedProcedure", REMOVE),
-    ("DerivationDescription", REMOVE),
-    ("TextString", REMOVE),
-    # Signatures and encrypted copies of the original attributes.
-    ("DigitalSignaturesSequence", REMOVE),
-    ("MACParametersSequence", REMOVE),
-    ("EncryptedAttributesSequence", REMOVE),
-    ("DataSetTrailingPadding", REMOVE),
+UID_KEY_PATH = Path("secrets") / "uid-key"
+"""The site secret for replacement UIDs, relative to the data folder (mode 600)."""
+_UID_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One attribute that survives de-identification, with the reason and the override."""
+
+    keyword: str
+    action: str
+    why: str
+    annex_e: str
+    """The PS3.15 Table E.1-1 action this overrides ("-" when the table does not list it)."""
+
+
+_PIXEL_WHY = "describes the stored pixels; without it the image cannot be decoded"
+_PIXEL_KEYWORDS = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "FrameIncrementPointer",
+    "FrameTime",
+    "FrameTimeVector",
+    "PixelAspectRatio",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "PixelData",
 )
-"""(keyword, action): X removes, Z empties, D writes the pseudonym. Applied at every depth."""
+_DATE_WHY = "Retain Longitudinal Full Dates option: the ultrasound-to-CT interval of the cohort"
+_PATIENT_WHY = "Retain Patient Characteristics option: covariates and SMI = area / height²"
+_TYPE2_WHY = "Type 2 in the General Study module: kept present but empty"
+_UID_WHY = "identifies the instance/study/series; replaced by an HMAC under the site secret"
 
-_ACTION_BY_KEYWORD = dict(ACTIONS)
+KEPT: tuple[Kept, ...] = (
+    Kept("SpecificCharacterSet", KEEP, "needed to decode the kept text values", "-"),
+    Kept("SOPClassUID", KEEP, "a standard class UID (ultrasound image), not an instance", "-"),
+    Kept("SOPInstanceUID", HMAC_UID, _UID_WHY, "U"),
+    Kept("StudyInstanceUID", HMAC_UID, _UID_WHY, "U"),
+    Kept("SeriesInstanceUID", HMAC_UID, _UID_WHY, "U"),
+    Kept("PatientName", PSEUDONYM, "holds the study pseudonym, never the name", "Z"),
+    Kept("PatientID", PSEUDONYM, "holds the study pseudonym, never the ID", "Z/D"),
+    Kept("PatientBirthDate", EMPTY, _TYPE2_WHY.replace("General Study", "Patient"), "Z"),
+    Kept("PatientSex", KEEP, _PATIENT_WHY, "Z"),
+    Kept("PatientAge", KEEP, _PATIENT_WHY, "X"),
+    Kept("PatientSize", KEEP, _PATIENT_WHY, "X"),
+    Kept("PatientWeight", KEEP, _PATIENT_WHY, "X"),
+    Kept("StudyDate", KEEP, _DATE_WHY, "Z"),
+    Kept("StudyTime", KEEP, _DATE_WHY, "Z"),
+    Kept("SeriesDate", KEEP, _DATE_WHY, "X/D"),
+    Kept("SeriesTime", KEEP, _DATE_WHY, "X/D"),
+    Kept("AcquisitionDate", KEEP, _DATE_WHY, "X/Z"),
+    Kept("AcquisitionTime", KEEP, _DATE_WHY, "X/Z"),
+    Kept("AcquisitionDateTime", KEEP, _DATE_WHY, "X/Z/D"),
+    Kept("ContentDate", KEEP, _DATE_WHY, "Z/D"),
+    Kept("ContentTime", KEEP, _DATE_WHY, "Z/D"),
+    Kept("ReferringPhysicianName", EMPTY, _TYPE2_WHY, "Z"),
+    Kept("AccessionNumber", EMPTY, _TYPE2_WHY, "Z"),
+    Kept("StudyID", EMPTY, _TYPE2_WHY, "Z"),
+    Kept("Modality", KEEP, "an enumerated code (US) naming the kind of image", "-"),
+    Kept("Manufacturer", KEEP, "vendor: screen layouts and SWE presets differ by vendor", "-"),
+    Kept("ManufacturerModelName", KEEP, "model: SWE scale presets are stored per model", "-"),
+    Kept("BurnedInAnnotation", KEEP, "says whether the pixels still carry text", "-"),
+    Kept(
+        "SequenceOfUltrasoundRegions",
+        REGIONS,
+        "ultrasound views, colour region and mm per pixel; only the region attributes of "
+        "PS3.3 C.8.5.5 stay inside its items",
+        "-",
+    ),
+    *(Kept(keyword, KEEP, _PIXEL_WHY, "-") for keyword in _PIXEL_KEYWORDS),
+    Kept("PatientIdentityRemoved", WRITTEN, "written by this module: YES", "-"),
+    Kept("DeidentificationMethod", WRITTEN, "written by this module: profile and options", "-"),
+    Kept("DeidentificationMethodCodeSequence", WRITTEN, "written by this module: CID 7050", "-"),
+    Kept(
+        "LongitudinalTemporalInformationModified",
+        WRITTEN,
+        "written by this module: UNMODIFIED",
+        "-",
+    ),
+)
+"""Every attribute that may survive at the top level; everything else is removed."""
+
+REGION_ATTRIBUTES = frozenset(
+    {
+        "RegionSpatialFormat",
+        "RegionDataType",
+        "RegionFlags",
+        "RegionLocationMinX0",
+        "RegionLocationMinY0",
+        "RegionLocationMaxX1",
+        "RegionLocationMaxY1",
+        "ReferencePixelX0",
+        "ReferencePixelY0",
+        "PhysicalUnitsXDirection",
+        "PhysicalUnitsYDirection",
+        "ReferencePixelPhysicalValueX",
+        "ReferencePixelPhysicalValueY",
+        "PhysicalDeltaX",
+        "PhysicalDeltaY",
+        "TransducerFrequency",
+        "TransducerType",
+        "PulseRepetitionFrequency",
+        "DopplerCorrectionAngle",
+        "SteeringAngle",
+        "DopplerSampleVolumeXPosition",
+        "DopplerSampleVolumeYPosition",
+        "TMLinePositionX0",
+        "TMLinePositionY0",
+        "TMLinePositionX1",
+        "TMLinePositionY1",
+        "PixelComponentOrganization",
+        "PixelComponentMask",
+        "PixelComponentRangeStart",
+        "PixelComponentRangeStop",
+        "PixelComponentPhysicalUnits",
+        "PixelComponentDataType",
+        "NumberOfTableBreakPoints",
+        "TableOfXBreakPoints",
+        "TableOfYBreakPoints",
+        "NumberOfTableEntries",
+        "TableOfPixelValues",
+        "TableOfParameterValues",
+    }
+)
+"""Numeric and enumerated attributes of a SequenceOfUltrasoundRegions item (PS3.3 C.8.5.5)."""
+
+_KEPT_BY_KEYWORD = {kept.keyword: kept for kept in KEPT}
 _DICOM_ROOT = "1.2.840.10008."
-_CURVE_GROUPS = range(0x5000, 0x5100)
-_OVERLAY_GROUPS = range(0x6000, 0x6100)
 _PSEUDONYM_RE = re.compile(r"[\x20-\x7e]{0,64}")
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
 
-def deidentify(ds: Dataset, *, pseudonym: str) -> Dataset:
+def site_uid_key(data_dir: Path | None = None) -> bytes:
+    """The site secret for replacement UIDs, created (mode 600) the first time it is asked for.
+
+    It lives in the data folder, outside the database and the exports, and goes into
+    backups: a restored site must map the same original UID to the same replacement.
+    """
+    if data_dir is None:
+        from core import config
+
+        data_dir = config.data_dir()
+    path = Path(data_dir) / UID_KEY_PATH
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first: read theirs
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(_UID_KEY_BYTES) + "\n")
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise RuntimeError(
+            f"{path} does not hold a usable UID key; restore it from a backup, or delete it "
+            "to start a new one (new imports would then get different UIDs)"
+        )
+    return key
+
+
+def deidentify(ds: Dataset, *, pseudonym: str, uid_key: bytes | None = None) -> Dataset:
     """Return a de-identified deep copy of ``ds``; the original is left as it was.
 
     ``pseudonym`` becomes PatientName and PatientID (at most 64 printable ASCII characters,
     no ``\\``, ``^`` or ``=``). An empty pseudonym blanks both, for files whose patient is
-    not assigned yet.
+    not assigned yet. ``uid_key`` defaults to the site secret (:func:`site_uid_key`).
     """
     out = copy.deepcopy(ds)
-    deidentify_in_place(out, pseudonym=pseudonym)
+    deidentify_in_place(out, pseudonym=pseudonym, uid_key=uid_key)
     return out
 
 
-def deidentify_in_place(ds: Dataset, *, pseudonym: str) -> None:
+def deidentify_in_place(ds: Dataset, *, pseudonym: str, uid_key: bytes | None = None) -> None:
     """De-identify ``ds`` itself: cheaper than :func:`deidentify` for a freshly read file."""
     _check_pseudonym(pseudonym)
-    _scrub(ds, pseudonym)
+    key = site_uid_key() if uid_key is None else uid_key
+    for tag in list(ds.keys()):
+        elem = ds[tag]
+        kept = None if tag.is_private else _KEPT_BY_KEYWORD.get(elem.keyword)
+        if kept is None or kept.action == WRITTEN:
+            del ds[tag]
+        elif kept.action == EMPTY:
+            elem.value = ""
+        elif kept.action == PSEUDONYM:
+            elem.value = pseudonym
+        elif kept.action == HMAC_UID:
+            elem.value = remap_uid(str(elem.value or ""), key)
+        elif kept.action == REGIONS:
+            for item in elem.value:
+                _keep_only(item, REGION_ATTRIBUTES)
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = list(DEIDENTIFICATION_METHOD)
     ds.DeidentificationMethodCodeSequence = Sequence(
@@ -173,6 +292,29 @@ def deidentify_in_place(ds: Dataset, *, pseudonym: str) -> None:
     if "SOPInstanceUID" in ds:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta = meta
+
+
+def mark_pixels_cleaned(ds: Dataset) -> None:
+    """Record on a de-identified header that burned-in text was blanked from its pixels."""
+    ds.BurnedInAnnotation = "NO"
+    methods = [str(v) for v in ds.get("DeidentificationMethod") or []]
+    if CLEAN_PIXEL_METHOD not in methods:
+        ds.DeidentificationMethod = [*methods, CLEAN_PIXEL_METHOD]
+    codes = ds.get("DeidentificationMethodCodeSequence") or Sequence()
+    if all(item.get("CodeValue") != CLEAN_PIXEL_CODE[0] for item in codes):
+        codes.append(_code_item(*CLEAN_PIXEL_CODE))
+    ds.DeidentificationMethodCodeSequence = codes
+
+
+def remap_uid(uid: str, key: bytes) -> str:
+    """Map an instance UID to ``2.25.<128-bit HMAC-SHA256>``; standard DICOM UIDs stay.
+
+    Keyed, so nobody without the site secret can recompute the mapping from original UIDs.
+    """
+    if not uid or uid.startswith(_DICOM_ROOT):
+        return uid
+    digest = hmac.new(key, uid.encode("ascii", "replace"), hashlib.sha256).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def header_to_json(ds: Dataset) -> dict[str, Any]:
@@ -194,6 +336,12 @@ def header_to_json(ds: Dataset) -> dict[str, Any]:
         out.update(_dataset_to_json(meta))
     out.update(_dataset_to_json(ds))
     return out
+
+
+def _keep_only(ds: Dataset, keywords: frozenset[str]) -> None:
+    for tag in list(ds.keys()):
+        if tag.is_private or ds[tag].keyword not in keywords:
+            del ds[tag]
 
 
 def _dataset_to_json(ds: Dataset) -> dict[str, Any]:
@@ -235,51 +383,6 @@ def _check_pseudonym(pseudonym: str) -> None:
             "the pseudonym contains \\, ^ or =, which DICOM reads as separators; "
             "use letters, digits, '-' or '_'"
         )
-
-
-def _scrub(ds: Dataset, pseudonym: str) -> None:
-    """Apply the table and the blanket rules to ``ds`` and to every nested item."""
-    for tag in list(ds.keys()):
-        elem = ds[tag]
-        if _drop_whole(tag) or not elem.keyword:
-            del ds[tag]
-            continue
-        action = _ACTION_BY_KEYWORD.get(elem.keyword)
-        if action == REMOVE:
-            del ds[tag]
-        elif action == EMPTY:
-            elem.value = Sequence() if elem.VR == "SQ" else ""
-        elif action == PSEUDONYM:
-            elem.value = pseudonym
-        elif elem.VR == "PN":
-            elem.value = ""
-        elif elem.VR == "UI":
-            elem.value = _remap_uids(elem.value)
-        elif elem.VR == "SQ":
-            for item in elem.value:
-                _scrub(item, pseudonym)
-
-
-def _drop_whole(tag: BaseTag) -> bool:
-    return tag.is_private or tag.group in _CURVE_GROUPS or tag.group in _OVERLAY_GROUPS
-
-
-def _remap_uids(value: object) -> object:
-    if isinstance(value, MultiValue | list):
-        return [_remap_uid(str(v)) for v in value]
-    return _remap_uid(str(value)) if value else value
-
-
-def _remap_uid(uid: str) -> str:
-    """Hash an instance UID into a new ``2.25.<UUID>`` UID; standard class/syntax UIDs stay.
-
-    A name-based UUID (v5) of the original, so the mapping is the same on every machine.
-    pydicom's ``generate_uid(prefix=None, entropy_srcs=...)`` ignores the entropy and
-    returns a random UUID, which would break that.
-    """
-    if not uid or uid.startswith(_DICOM_ROOT):
-        return uid
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, uid).int}"
 
 
 def _code_item(value: str, meaning: str) -> Dataset:

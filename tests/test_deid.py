@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +22,15 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 
-from core.deid import deidentify, header_to_json
+from core.deid import (
+    KEPT,
+    REGION_ATTRIBUTES,
+    UID_KEY_PATH,
+    deidentify,
+    header_to_json,
+    remap_uid,
+    site_uid_key,
+)
 from core.imageio import ImageReadError, decode_image, deidentified_dicom_bytes
 from tests.dicom_factory import (
     ORIGINAL_SOP_INSTANCE_UID,
@@ -38,6 +50,12 @@ KINDS = [
 ]
 # The factory's file meta names the sending station; that is PHI too.
 LEAKS = (*PHI_STRINGS, "REALHOSP")
+
+
+@pytest.fixture(autouse=True)
+def _site_folder(data_dir: Path) -> Iterator[None]:
+    """The UID secret is created in the data folder: keep it in a throwaway one."""
+    yield
 
 
 def _read(data: bytes) -> Dataset:
@@ -114,16 +132,30 @@ def test_ultrasound_regions_are_kept_with_their_values() -> None:
     assert header["SequenceOfUltrasoundRegions"] == [US_REGION]
 
 
-def test_private_tags_overlays_and_nested_names_are_gone() -> None:
+def test_private_tags_overlays_and_unlisted_sequences_are_gone() -> None:
     ds = _read(deidentified_dicom_bytes(make_dicom("RGB"), pseudonym=PSEUDONYM))
     tags = _all_tags(ds)
     assert not [tag for tag in tags if tag >> 16 & 1]  # odd group = private
     assert not [tag for tag in tags if 0x6000 <= tag >> 16 <= 0x60FF]
-    (ref,) = ds.ReferencedImageSequence
-    assert "OperatorsName" not in ref
-    for keyword in ("InstitutionName", "OtherPatientIDs", "StationName", "DeviceSerialNumber"):
-        assert keyword not in ds
+    for keyword in (
+        "ReferencedImageSequence",
+        "FrameOfReferenceUID",
+        "ContentCreatorName",
+        "InstitutionName",
+        "OtherPatientIDs",
+        "StationName",
+        "DeviceSerialNumber",
+    ):
+        assert keyword not in ds, keyword
     assert "SourceApplicationEntityTitle" not in ds.file_meta
+
+
+def test_only_listed_attributes_survive() -> None:
+    ds = _read(deidentified_dicom_bytes(make_dicom("PALETTE COLOR", frames=2), pseudonym=PSEUDONYM))
+    listed = {kept.keyword for kept in KEPT}
+    assert {elem.keyword for elem in ds} <= listed
+    for region in ds.SequenceOfUltrasoundRegions:
+        assert {elem.keyword for elem in region} <= REGION_ATTRIBUTES
 
 
 def test_uids_are_replaced_deterministically() -> None:
@@ -132,11 +164,38 @@ def test_uids_are_replaced_deterministically() -> None:
     again = _read(deidentified_dicom_bytes(original, pseudonym="RF-0099"))
     assert first.SOPInstanceUID != ORIGINAL_SOP_INSTANCE_UID
     assert not first.StudyInstanceUID.startswith(UID_ROOT)
-    assert not first.ReferencedImageSequence[0].ReferencedSOPInstanceUID.startswith(UID_ROOT)
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         assert first[keyword].value == again[keyword].value, keyword
     assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
     assert len({first.SOPInstanceUID, first.StudyInstanceUID, first.SeriesInstanceUID}) == 3
+
+
+def test_replacement_uids_need_the_site_secret(data_dir: Path) -> None:
+    """Hashing the original UID without the key (or with another key) does not relink."""
+    ds = _read(deidentified_dicom_bytes(make_dicom("RGB"), pseudonym=PSEUDONYM))
+    key = site_uid_key()
+    assert ds.SOPInstanceUID == remap_uid(ORIGINAL_SOP_INSTANCE_UID, key)
+    assert ds.SOPInstanceUID != remap_uid(ORIGINAL_SOP_INSTANCE_UID, b"another-site-secret!")
+    assert (
+        ds.SOPInstanceUID != f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, ORIGINAL_SOP_INSTANCE_UID).int}"
+    )
+    assert len(ds.SOPInstanceUID) <= 64
+
+
+def test_site_secret_is_created_once_and_private(data_dir: Path) -> None:
+    key = site_uid_key()
+    path = data_dir / UID_KEY_PATH
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(key) == 32
+    assert site_uid_key() == key
+    assert site_uid_key(data_dir) == key
+
+
+def test_a_damaged_site_secret_is_refused(data_dir: Path) -> None:
+    site_uid_key()
+    (data_dir / UID_KEY_PATH).write_text("not hex\n")
+    with pytest.raises(RuntimeError, match="restore it from a backup"):
+        site_uid_key()
 
 
 def test_stored_file_decodes_to_the_same_pixels() -> None:
