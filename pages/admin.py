@@ -20,7 +20,7 @@ from core.auth import (
     set_password,
 )
 from db.models import ROLES
-from pages.components import get_db, plain, require_admin
+from pages.components import get_db, plain, require_admin, show_table
 
 FLASH_KEY = "admin_flash"
 
@@ -50,7 +50,7 @@ def readers_table(readers: list[ReaderSummary]) -> None:
         }
         for r in readers
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="admin_readers")
+    show_table(pd.DataFrame(rows), hide_index=True, key="admin_readers")
 
 
 def passwords_match(password: str, again: str) -> bool:

@@ -32,8 +32,10 @@ from pages.components import (
     display_pixels,
     get_db,
     get_store,
+    reader_names,
     require_reader,
     show_image,
+    show_table,
 )
 
 PAGE_SIZE = 50
@@ -67,7 +69,7 @@ with db.read() as session:
     rows, total = list_cases(session, case_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 st.caption(f"{total} patient(s) match.")
 table = pd.DataFrame([r.__dict__ for r in rows]).drop(columns=["id"], errors="ignore")
-selection = st.dataframe(
+selection = show_table(
     table,
     hide_index=True,
     on_select="rerun",
@@ -125,12 +127,13 @@ def history(patient_id: int) -> None:
     with st.expander(f"History ({len(events)} changes)"):
         if not is_admin:
             st.caption("Your own changes; other readers' stay hidden (blinding).")
-        st.dataframe(
+        names = reader_names()
+        show_table(
             pd.DataFrame(
                 [
                     {
                         "when (UTC)": e.at,
-                        "who": e.actor,
+                        "who": names.get(e.actor, e.actor),
                         "what": e.action,
                         "before": json.dumps(e.before) if e.before else "",
                         "after": json.dumps(e.after) if e.after else "",

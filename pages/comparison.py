@@ -21,7 +21,7 @@ from core.table1 import (
     run_scores,
     table1_from_scores,
 )
-from pages.components import get_db, get_store, plain, require_reader
+from pages.components import get_db, get_store, plain, require_reader, show_table
 
 DEFAULT_COLUMNS = 6
 
@@ -86,13 +86,13 @@ st.caption(
     "Percent with Wilson 95% CI; AUC with DeLong 95% CI. Labels are today's (CT and "
     "consensus as stored now)."
 )
-st.dataframe(table)
+show_table(table)
 for note in table.attrs.get("notes", []):
     st.caption(plain(note))
 st.download_button("Table 1 (CSV)", table_csv(table), "table1.csv", "text/csv", key="dl_table")
 
 with st.expander("The paper's figures (Yi et al. 2022, for reference)", expanded=True):
-    st.dataframe(PAPER_TABLE1)
+    show_table(PAPER_TABLE1)
     st.caption(PAPER_SOURCE)
     st.download_button(
         "Paper's Table 1 (CSV)", table_csv(PAPER_TABLE1), "table1_paper.csv", "text/csv"

@@ -152,3 +152,11 @@ def test_a_model_loads_once_per_process_and_again_when_its_file_changes(tiny_run
     assert not predictor_is_loaded(db, tiny_run)
     assert cached_predictor(db, tiny_run) is not first
     db.dispose()
+
+
+@pytest.mark.parametrize("name", ["cases", "admin"])
+def test_tables_show_a_dash_for_missing_values(demo_env, name):
+    at = _page(name, "admin")
+    assert not at.exception
+    assert at.dataframe
+    assert _placeholders(at) == {"—"}
