@@ -71,15 +71,15 @@ def progress_bar(description: str) -> Callable[[int, int], None]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo import NotEmptyError, load_demo
+    from core.demo import DemoRefused, demo_blocker, load_demo
     from core.store import ImageStore
-    from db.cases import count_patients
 
     db = open_database()
     with db.read() as session:
-        if args.if_empty and count_patients(session):
-            print("The database already holds patients; demo cohort not loaded.")
-            return 0
+        blocker = demo_blocker(session, force=args.force)
+    if blocker and args.if_empty and config.demo_allowed():
+        print(f"Demo cohort not loaded. {blocker}")
+        return 0
     try:
         n = load_demo(
             db,
@@ -87,10 +87,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             n=args.patients,
             progress=progress_bar("Rendering demo cohort"),
+            force=args.force,
         )
-    except NotEmptyError as exc:
+    except DemoRefused as exc:
         raise CommandError(str(exc)) from None
     print(f"Loaded {n} synthetic demo patients into {db.url}.")
+    print(
+        "Demo accounts admin, radiologist1 and radiologist2 share a public password: "
+        "never use this database for real patients (SARCOPENIA_DEMO=0 refuses them)."
+    )
     return 0
 
 
@@ -138,7 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2022, help="cohort seed (default 2022)")
     demo.add_argument("--patients", type=int, default=None, help="cohort size (default 160)")
     demo.add_argument(
-        "--if-empty", action="store_true", help="do nothing (exit 0) when patients exist"
+        "--if-empty",
+        action="store_true",
+        help="do nothing (exit 0) when the database holds patients or real accounts",
+    )
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="load even beside real accounts or patients (demo accounts have a public password)",
     )
     demo.set_defaults(handler=cmd_demo)
 

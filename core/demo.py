@@ -1,11 +1,15 @@
 """Load the synthetic demo cohort (``core.cohort`` + ``core.phantom``) into the database.
 
 Everything is labelled synthetic: patient codes start with ``DEMO-`` and the rows carry
-``synthetic=True``. Besides the patients, it creates the demo accounts: an admin, two
-human reader accounts with empty queues (password ``DEMO_PASSWORD``), and two simulated
-radiologists whose grades
-and crop boxes are already in, with the consensus recorded where they agree (so
-agreement, consensus and the echogenicity task have data from the start).
+``synthetic=True``. Besides the patients, it creates the demo accounts (``reader.demo``):
+an admin, two human reader accounts with empty queues (password ``DEMO_PASSWORD``, each
+hashed with its own salt), and two simulated radiologists whose grades and crop boxes are
+already in, with the consensus recorded where they agree (so agreement, consensus and the
+echogenicity task have data from the start).
+
+Because the demo password is public, the demo refuses a database that holds real
+readers or patients (the command line may force it), loads only for an admin or the
+command line, and never when ``SARCOPENIA_DEMO=0``. Every account it creates is audited.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from core import phantom
-from core.auth import hash_password
+from core import config, phantom
+from core.auth import hash_password, require
 from core.boxes import Box
 from core.cohort import SyntheticPatient, synthetic_cohort
 from core.importer import encode_png
 from core.store import ImageStore, sha256_hex
 from db import audit
-from db.cases import count_patients
+from db.auth import get_reader, insert_reader
 from db.consensus import auto_agree
 from db.engine import Database
 from db.models import CropBox, CtMeasurement, Grade, Image, Patient, Reader
-from db.readers import ensure_reader
 
 DEMO_SEED = 2022
 DEMO_PATIENTS = 160
@@ -46,8 +51,66 @@ SIMULATED_READERS = (
 Progress = Callable[[int, int], None]
 
 
-class NotEmptyError(RuntimeError):
-    """The demo cohort only loads into a database without patients."""
+class DemoRefused(RuntimeError):
+    """The demo cannot load here; the message says why and what to do."""
+
+
+def demo_blocker(session: Session, *, force: bool = False) -> str | None:
+    """Why the demo may not load into this database, or None when it may.
+
+    Real (non-demo) accounts or patients block it unless ``force`` (the command line's
+    ``--force``); demo patients already there, or ``SARCOPENIA_DEMO=0``, always do.
+    """
+    if not config.demo_allowed():
+        return "The demo is switched off on this server (SARCOPENIA_DEMO=0)."
+    synthetic = session.scalar(select(func.count(Patient.id)).where(Patient.synthetic)) or 0
+    if synthetic:
+        return f"The database already holds patients ({synthetic} synthetic): the demo is loaded."
+    if force:
+        return None
+    real = session.scalar(select(func.count(Patient.id)).where(~Patient.synthetic)) or 0
+    if real:
+        return (
+            f"The database already holds patients ({real} real): the demo loads only into an "
+            "empty database. Use another data folder (SARCOPENIA_DATA_DIR) for the demo."
+        )
+    accounts = list(session.scalars(select(Reader.username).where(~Reader.demo)))
+    if accounts:
+        return (
+            f"The database holds real accounts ({', '.join(sorted(accounts))}): the demo would "
+            "add accounts with a public password. Use another data folder "
+            "(SARCOPENIA_DATA_DIR), or `python -m core demo --force` if you mean it."
+        )
+    return None
+
+
+def _demo_accounts(session: Session, actor: Reader | None) -> list[Reader]:
+    """The demo accounts, each with its own salted hash, and the simulated readers (no
+    password); an existing account of the same name is used as it is, never changed."""
+    for username, name, role in DEMO_ACCOUNTS:
+        if get_reader(session, username) is None:
+            insert_reader(
+                session,
+                actor=actor,
+                username=username,
+                display_name=name,
+                role=role,
+                password_hash=hash_password(DEMO_PASSWORD),
+                demo=True,
+            )
+    sims = []
+    for username, name in SIMULATED_READERS:
+        reader = get_reader(session, username) or insert_reader(
+            session,
+            actor=actor,
+            username=username,
+            display_name=name,
+            role="reader",
+            password_hash=None,
+            demo=True,
+        )
+        sims.append(reader)
+    return sims
 
 
 @dataclass(frozen=True)
@@ -145,13 +208,20 @@ def load_demo(
     seed: int = DEMO_SEED,
     n: int | None = None,
     progress: Progress | None = None,
+    actor: Reader | None = None,
+    force: bool = False,
 ) -> int:
-    """Render and store the demo cohort; returns the number of patients loaded."""
+    """Render and store the demo cohort; returns the number of patients loaded.
+
+    ``actor`` is the admin loading it in the app (checked); ``None`` is the command line.
+    Raises DemoRefused (see ``demo_blocker``) before any work.
+    """
+    if actor is not None:
+        require(actor, "import")
     with db.read() as session:
-        if count_patients(session):
-            raise NotEmptyError(
-                "The database already holds patients; the demo loads only into an empty one."
-            )
+        blocker = demo_blocker(session, force=force)
+    if blocker:
+        raise DemoRefused(blocker)
     cohort = synthetic_cohort(seed=seed, n=n or DEMO_PATIENTS)
     rendered: list[RenderedCase] = []
     paths: dict[str, str] = {}
@@ -168,17 +238,26 @@ def load_demo(
             if progress:
                 progress(index + 1, len(cohort))
 
-        password_hash = hash_password(DEMO_PASSWORD)
-
         def work(session) -> None:
-            for username, name, role in DEMO_ACCOUNTS:
-                ensure_reader(session, username, name, role, password_hash=password_hash)
-            sims = [ensure_reader(session, u, name, "reader") for u, name in SIMULATED_READERS]
+            blocked = demo_blocker(session, force=force)
+            if blocked:
+                raise DemoRefused(blocked)
+            acting = session.get(Reader, actor.id) if actor is not None else None
+            sims = _demo_accounts(session, acting)
             rng = np.random.default_rng(seed)
             for case in rendered:
                 _add_patient(session, case, paths, sims, rng)
             session.flush()
             auto_agree(session)
+            audit.record(
+                session,
+                actor=acting,
+                action="demo.load",
+                entity="patient",
+                entity_id=None,
+                patient_id=None,
+                after={"patients": len(rendered), "seed": seed, "forced": force},
+            )
 
         db.write(work)
     except BaseException:

@@ -39,13 +39,14 @@ from pages.components import (
 )
 
 PAGE_SIZE = 50
+FULL_PROBLEMS = 5
+"""Up to this many import problems are shown as whole sentences; more go in a table."""
 
 db = get_db()
 reader = require_reader()
 st.title("Cases")
 
-if demo_offer():
-    st.info("The database has no patients yet: load the demo or import cases below.")
+if demo_offer(reader) and reader.role != "admin":
     st.stop()
 
 

@@ -83,8 +83,24 @@ def current_reader() -> Reader | None:
     return reader if reader is not None and reader.active else None
 
 
+def _enter_through_app() -> None:
+    """Rerun through ``app.py`` when Streamlit ran this page straight from its URL.
+
+    Until some script calls ``st.navigation``, a freshly started server runs
+    ``pages/<name>.py`` by itself (its old ``pages/`` folder mode) and lists the raw files.
+    Leaving that mode and rerunning lets ``app.py`` restore the session and show the
+    page the URL names (page identity is the URL path), or the sign-in form.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def require_reader() -> Reader:
     """The signed-in reader, or stop the page with a prompt to sign in."""
+    _enter_through_app()
     reader = current_reader()
     if reader is None:
         st.info("Sign in to use this page.")
@@ -140,22 +156,32 @@ def load_models(runs: list[TrainingRun]) -> None:
     bar.empty()
 
 
-def demo_offer() -> bool:
+def demo_offer(reader: Reader | None) -> bool:
     """On a database without patients, offer the synthetic demo cohort in one click.
 
-    Returns True when the database was empty (the caller usually stops there).
+    Only to an admin, or on the first-run page (``reader`` None, no account exists yet),
+    and only where ``core.demo`` would load it: never beside real accounts or patients,
+    never with ``SARCOPENIA_DEMO=0``. Returns True when the database has no patients.
     """
-    from core.demo import DEMO_PASSWORD, load_demo
+    from core.demo import DEMO_PASSWORD, DemoRefused, demo_blocker, load_demo
     from db.cases import count_patients
 
     with get_db().read() as session:
         if count_patients(session):
             return False
+        blocker = demo_blocker(session)
+    if reader is not None and reader.role != "admin":
+        st.info("No cases yet: an administrator imports them.")
+        return True
+    if blocker:
+        st.info(f"No cases yet: import them below. {blocker}")
+        return True
     st.markdown(
         "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
         "study (sex, age, echogenicity grades, CT eligibility, sarcopenia). Every image is "
         "a computer-generated phantom, not a patient scan. It creates the demo accounts "
-        f"`admin`, `radiologist1` and `radiologist2` with the password `{DEMO_PASSWORD}`."
+        f"`admin`, `radiologist1` and `radiologist2` with the public password "
+        f"`{DEMO_PASSWORD}`: use it only for trying the app, never for real patients."
     )
     if st.button("Load the synthetic demo cohort", type="primary"):
         bar = st.progress(0.0, text="Rendering synthetic scans…")
@@ -163,7 +189,11 @@ def demo_offer() -> bool:
         def progress(done: int, total: int) -> None:
             bar.progress(done / total, text=f"Rendering synthetic scans… {done}/{total}")
 
-        n = load_demo(get_db(), get_store(), progress=progress)
+        try:
+            n = load_demo(get_db(), get_store(), progress=progress, actor=reader)
+        except DemoRefused as exc:
+            st.error(str(exc))
+            return True
         st.success(f"Loaded {n} synthetic patients.")
         st.rerun()
     return True
