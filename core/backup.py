@@ -1,25 +1,27 @@
-"""Online backups of the database and the image store, and restores of SQLite backups.
+"""Online backups of the database, the image store and the trained models, and restores
+of SQLite backups.
 
 A backup is a folder: the database (``sarcopenia.db``, or ``dump.sql`` from ``pg_dump``
-for PostgreSQL), ``images/`` and ``manifest.json`` (time, schema revision, row counts and
-the sha256 of the database file). It is taken while the app runs:
+for PostgreSQL), ``images/``, ``models/`` and ``manifest.json`` (time, schema revision,
+row counts, the sha256 of the database file, and any file the database names that the
+backup lacks or holds changed). It is taken while the app runs:
 
 - SQLite: the ``sqlite3`` backup API copies the database as one snapshot (WAL-safe, and
   writers are not blocked), then the copy passes ``PRAGMA integrity_check``.
 - PostgreSQL: ``pg_dump`` reads a snapshot exported from a REPEATABLE READ transaction,
   and the manifest's counts come from that same transaction.
 
-Images are copied after the database snapshot: an image file is written before the row
-that names it commits, so every image the snapshot names already exists. Images are
-content-addressed and never change, so only files missing from the backup are copied
-and one folder can take nightly backups cheaply.
+Files are copied after the database snapshot: an image or model file is written before
+the row that names it commits, so every file the snapshot names already exists. Only
+files missing from the backup (or of another size or time) are copied, so one folder can
+take nightly backups cheaply. Every file the database names (``core.datafiles``) is then
+checked against its recorded sha256, in the backup and again on restore.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -31,14 +33,16 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, create_engine, make_url, text
 
+from core.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
+from core.datafiles import file_sha256 as file_sha256
 from core.store import TMP_PREFIX
+from db.migrate import upgrade
 
 DB_FILE = "sarcopenia.db"
 DUMP_FILE = "dump.sql"
 MANIFEST_FILE = "manifest.json"
-IMAGES_DIR = "images"
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 Progress = Callable[[int, int], None]
@@ -51,14 +55,6 @@ class BackupError(RuntimeError):
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages and manifests."""
     return make_url(url).render_as_string(hide_password=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sqlite_path(url: str) -> Path:
@@ -79,16 +75,25 @@ def _tables(conn: sqlite3.Connection) -> list[str]:
     return [name for (name,) in rows]
 
 
-def _sqlite_facts(conn: sqlite3.Connection) -> tuple[dict[str, int], str | None, list[str]]:
-    """Row counts, schema revision and referenced image paths of one SQLite database."""
+def _sqlite_facts(conn: sqlite3.Connection) -> tuple[dict[str, int], str | None]:
+    """Row counts and schema revision of one SQLite database."""
     tables = _tables(conn)
     counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
     revision = None
     if "alembic_version" in tables:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         revision = row[0] if row else None
-    paths = [p for (p,) in conn.execute("SELECT path FROM image")] if "image" in tables else []
-    return counts, revision, paths
+    return counts, revision
+
+
+def _sqlite_referenced(path: Path) -> list[Referenced]:
+    """The files a SQLite database file names (``core.datafiles.referenced_files``)."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return referenced_files(conn)
+    finally:
+        engine.dispose()
 
 
 def _integrity_check(conn: sqlite3.Connection, what: str) -> None:
@@ -101,6 +106,7 @@ def _backup_sqlite(url: str, dest: Path) -> dict[str, Any]:
     source = sqlite_path(url)
     if not source.is_file():
         raise BackupError(f"No SQLite database at {source}; check DATABASE_URL.")
+    upgrade(url)  # as every start of the app or CLI does: rows in today's layout
     partial = dest / f"{DB_FILE}.partial"
     partial.unlink(missing_ok=True)
     with (
@@ -110,7 +116,8 @@ def _backup_sqlite(url: str, dest: Path) -> dict[str, Any]:
         src.backup(dst)  # one step: a single consistent snapshot of the whole file
         dst.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no -wal beside it
         _integrity_check(dst, "The backup copy")
-        counts, revision, paths = _sqlite_facts(dst)
+        counts, revision = _sqlite_facts(dst)
+    files = _sqlite_referenced(partial)
     target = dest / DB_FILE
     os.replace(partial, target)
     return {
@@ -118,7 +125,7 @@ def _backup_sqlite(url: str, dest: Path) -> dict[str, Any]:
         "file": DB_FILE,
         "revision": revision,
         "counts": counts,
-        "image_paths": paths,
+        "files": files,
     }
 
 
@@ -142,6 +149,7 @@ def _backup_postgres(url: str, dest: Path) -> dict[str, Any]:
         )
     from db.engine import create_db_engine
 
+    upgrade(url)
     conninfo, env = _pg_conninfo(url)
     partial = dest / f"{DUMP_FILE}.partial"
     engine = create_db_engine(url)
@@ -162,11 +170,7 @@ def _backup_postgres(url: str, dest: Path) -> dict[str, Any]:
                     if "alembic_version" in counts
                     else None
                 )
-                paths = (
-                    list(conn.execute(text("SELECT path FROM image")).scalars())
-                    if "image" in counts
-                    else []
-                )
+                files = referenced_files(conn)
                 command = [
                     pg_dump,
                     "--format=plain",
@@ -187,12 +191,21 @@ def _backup_postgres(url: str, dest: Path) -> dict[str, Any]:
         "file": DUMP_FILE,
         "revision": revision,
         "counts": counts,
-        "image_paths": paths,
+        "files": files,
     }
 
 
-def sync_images(src: Path, dst: Path, progress: Progress | None = None) -> tuple[int, int]:
-    """Copy image files missing from ``dst`` (by name and size); returns (copied, total)."""
+def _same_file(a: Path, b: Path) -> bool:
+    """Same size and modification second: a file copied before (``copy2`` keeps the time).
+    A model retrained under a reused run id differs in time even when its size matches."""
+    if not b.is_file():
+        return False
+    sa, sb = a.stat(), b.stat()
+    return sa.st_size == sb.st_size and int(sa.st_mtime) == int(sb.st_mtime)
+
+
+def sync_files(src: Path, dst: Path, progress: Progress | None = None) -> tuple[int, int]:
+    """Copy the files of ``src`` missing from ``dst`` (or changed); returns (copied, total)."""
     files = (
         sorted(f for f in src.rglob("*") if f.is_file() and not f.name.startswith(TMP_PREFIX))
         if src.is_dir()
@@ -201,7 +214,7 @@ def sync_images(src: Path, dst: Path, progress: Progress | None = None) -> tuple
     copied = 0
     for done, file in enumerate(files, start=1):
         target = dst / file.relative_to(src)
-        if not (target.is_file() and target.stat().st_size == file.stat().st_size):
+        if not _same_file(file, target):
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(TMP_PREFIX + target.name)
             shutil.copy2(file, partial)
@@ -212,14 +225,16 @@ def sync_images(src: Path, dst: Path, progress: Progress | None = None) -> tuple
     return copied, len(files)
 
 
-def _check_dest(dest: Path, source_db: Path | None, images: Path) -> None:
-    """Refuse a backup folder that would overwrite the live database or nest in the store."""
+def _check_dest(dest: Path, source_db: Path | None, data_dir: Path) -> None:
+    """Refuse a backup folder that would overwrite the live database or nest in the data
+    folder's images or models."""
     where = dest.resolve()
-    store = images.resolve()
     if source_db is not None and (where / DB_FILE) == source_db.resolve():
         raise BackupError(f"{dest} holds the live database; choose a separate backup folder.")
-    if where == store or store in where.parents or where / IMAGES_DIR == store:
-        raise BackupError(f"{dest} overlaps the image store {images}; choose another folder.")
+    for name in (IMAGES_DIR, MODELS_DIR):
+        folder = (data_dir / name).resolve()
+        if where == folder or folder in where.parents or where / name == folder:
+            raise BackupError(f"{dest} overlaps {data_dir / name}; choose another folder.")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -232,20 +247,22 @@ def backup(
     db_url: str,
     dest: Path,
     *,
-    images_dir: Path | None = None,
+    data_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """Back up the database at ``db_url`` and the image store into the folder ``dest``.
+    """Back up the database at ``db_url`` and the data folder's images and models into
+    the folder ``dest``.
 
-    ``images_dir`` defaults to the configured data folder's ``images/``. Returns ``dest``;
-    its ``manifest.json`` lists referenced images that the store lacked (``missing``).
+    ``data_dir`` defaults to the configured data folder. Returns ``dest``; its
+    ``manifest.json`` lists the images the store lacked (``images.missing``) and every
+    file the database names that the backup lacks or holds changed (``files.problems``).
     """
     from core import config
 
     dest = Path(dest)
-    source_images = Path(images_dir) if images_dir is not None else config.images_dir()
+    source = Path(data_dir) if data_dir is not None else config.data_dir()
     backend = make_url(db_url).get_backend_name()
-    _check_dest(dest, sqlite_path(db_url) if backend == "sqlite" else None, source_images)
+    _check_dest(dest, sqlite_path(db_url) if backend == "sqlite" else None, source)
     dest.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     if backend == "sqlite":
@@ -254,9 +271,11 @@ def backup(
         facts = _backup_postgres(db_url, dest)
     else:
         raise BackupError(f"Backups support SQLite and PostgreSQL, not {backend!r}.")
-    copied, total = sync_images(source_images, dest / IMAGES_DIR, progress)
-    paths: list[str] = facts["image_paths"]
-    missing = sorted(p for p in paths if not (dest / IMAGES_DIR / p).is_file())
+    copied, total = sync_files(source / IMAGES_DIR, dest / IMAGES_DIR, progress)
+    models_copied, models_total = sync_files(source / MODELS_DIR, dest / MODELS_DIR)
+    files: list[Referenced] = facts["files"]
+    images = [f.path.removeprefix(f"{IMAGES_DIR}/") for f in files if _is_image(f)]
+    missing = sorted(p for p in images if not (dest / IMAGES_DIR / p).is_file())
     db_file = dest / facts["file"]
     _write_json(
         dest / MANIFEST_FILE,
@@ -273,14 +292,24 @@ def backup(
             },
             "counts": facts["counts"],
             "images": {
-                "referenced": len(paths),
+                "referenced": len(images),
                 "files": total,
                 "copied": copied,
                 "missing": missing,
             },
+            "models": {
+                "referenced": len(files) - len(images),
+                "files": models_total,
+                "copied": models_copied,
+            },
+            "files": {"referenced": len(files), "problems": check_files(files, dest)},
         },
     )
     return dest
+
+
+def _is_image(ref: Referenced) -> bool:
+    return ref.path.startswith(f"{IMAGES_DIR}/")
 
 
 def read_manifest(src: Path) -> dict[str, Any]:
@@ -313,15 +342,32 @@ def _holds_rows(path: Path) -> bool:
         )
 
 
+def _refuse_damaged(problems: list[str], where: str, what_to_do: str) -> None:
+    if problems:
+        shown = "; ".join(problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise BackupError(
+            f"{len(problems)} file(s) the database names are not as recorded in {where}: "
+            f"{shown}{more}. {what_to_do}"
+        )
+
+
+def _drop_sqlite(path: Path) -> None:
+    for extra in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+
+
 def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> dict[str, int]:
-    """Restore a SQLite backup into ``db_url`` and ``data_dir/images``; returns row counts.
+    """Restore a SQLite backup into ``db_url`` and ``data_dir`` (images and models);
+    returns row counts.
 
     Stop the app first. A target that holds rows is overwritten only with ``force``. The
     database file must match the manifest's sha256, and the result must pass
-    ``PRAGMA integrity_check``; the schema is then upgraded to the app's current revision.
+    ``PRAGMA integrity_check``. The backup's database is upgraded to the app's current
+    schema on a side copy, and every image and model file it names must be in the backup
+    and in ``data_dir`` after the copy with its recorded sha256; otherwise the target
+    database is left as it was.
     """
-    from db.migrate import upgrade
-
     src = Path(src)
     manifest = read_manifest(src)
     database = manifest["database"]
@@ -345,16 +391,38 @@ def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> d
             "DATABASE_URL/SARCOPENIA_DATA_DIR at an empty place, or pass --force."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        closing(sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)) as source,
-        _sqlite(target) as dst,
-    ):
-        source.backup(dst)
-        _integrity_check(dst, "The restored database")
-    sync_images(src / IMAGES_DIR, Path(data_dir) / IMAGES_DIR)
+    side = target.with_name(f"{target.name}.restoring")
+    _drop_sqlite(side)
+    try:
+        with (
+            closing(sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)) as source,
+            _sqlite(side) as dst,
+        ):
+            source.backup(dst)
+            _integrity_check(dst, "The restored database")
+        upgrade(f"sqlite:///{side}")
+        files = _sqlite_referenced(side)
+        _refuse_damaged(
+            check_files(files, src),
+            f"the backup {src}",
+            "Nothing was restored; use another backup.",
+        )
+        for name in (IMAGES_DIR, MODELS_DIR):
+            sync_files(src / name, Path(data_dir) / name)
+        _refuse_damaged(
+            check_files(files, Path(data_dir)),
+            f"{data_dir} after copying",
+            "The database was not restored; free disk space or fix the folder's permissions "
+            "and restore again.",
+        )
+        with _sqlite(side) as source, _sqlite(target) as dst:
+            source.backup(dst)
+            _integrity_check(dst, "The restored database")
+    finally:
+        _drop_sqlite(side)
     upgrade(db_url)
     with _sqlite(target) as conn:
-        counts, _, _ = _sqlite_facts(conn)
+        counts, _ = _sqlite_facts(conn)
     return counts
 
 
@@ -370,14 +438,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     manifest = read_manifest(dest)
     images = manifest["images"]
     rows = sum(n for t, n in manifest["counts"].items() if t != "alembic_version")
+    models = manifest["models"]
     print(
-        f"Backed up {redact(url)} ({rows} rows, schema {manifest['database']['schema_revision']}) "
-        f"and {images['files']} images ({images['copied']} new) into {dest}."
+        f"Backed up {redact(url)} ({rows} rows, schema {manifest['database']['schema_revision']}), "
+        f"{images['files']} images ({images['copied']} new) and {models['files']} model files "
+        f"({models['copied']} new) into {dest}."
     )
-    if images["missing"]:
+    problems = manifest["files"]["problems"]
+    if problems:
         print(
-            f"warning: {len(images['missing'])} images named in the database are missing from "
-            f"the image store (listed in {dest / MANIFEST_FILE}).",
+            f"warning: {len(problems)} file(s) named in the database are missing or changed "
+            f"in the backup (listed under files.problems in {dest / MANIFEST_FILE}), e.g. "
+            f"{problems[0]}.",
             file=sys.stderr,
         )
         return 1
@@ -394,7 +466,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except BackupError as exc:
         raise CommandError(str(exc)) from None
     rows = sum(n for t, n in counts.items() if t != "alembic_version")
-    print(f"Restored {rows} rows into {redact(url)} and images into {config.images_dir()}.")
+    print(
+        f"Restored {rows} rows into {redact(url)}, and images and models into "
+        f"{config.data_dir()}; every file the database names is there with its sha256."
+    )
     return 0
 
 
@@ -403,9 +478,9 @@ def add_backup_parser(sub: argparse._SubParsersAction) -> None:
     back = sub.add_parser(
         "backup",
         help="online backup of the database and images into a folder",
-        description="Back up the database (SQLite file, or pg_dump for PostgreSQL) and the "
-        "image store into DEST while the app keeps running. Reusing DEST copies only new "
-        "images.",
+        description="Back up the database (SQLite file, or pg_dump for PostgreSQL), the "
+        "image store and the trained models into DEST while the app keeps running. Reusing "
+        "DEST copies only new files.",
     )
     back.add_argument("dest", help="backup folder (created when absent)")
     back.set_defaults(handler=cmd_backup)
@@ -414,7 +489,8 @@ def add_backup_parser(sub: argparse._SubParsersAction) -> None:
         "restore",
         help="restore a SQLite backup into the configured data folder",
         description="Restore a backup folder made by `backup` into $DATABASE_URL (SQLite) "
-        "and $SARCOPENIA_DATA_DIR/images. Stop the app first.",
+        "and $SARCOPENIA_DATA_DIR (images and models); every file the database names must "
+        "be there with its recorded sha256. Stop the app first.",
     )
     rest.add_argument("src", help="backup folder")
     rest.add_argument("--force", action="store_true", help="overwrite a database holding data")

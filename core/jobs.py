@@ -38,6 +38,7 @@ from typing import Any, Final
 from sqlalchemy import delete, func, select
 
 from core import config
+from core.datafiles import data_path
 from core.dataset import TASKS
 from core.train import (
     ARCHITECTURES,
@@ -393,7 +394,7 @@ def delete_run(db: Database, run_id: int) -> None:
     model_path = db.write(work)
     models = config.models_dir().resolve()
     if model_path:
-        path = Path(model_path).resolve()
+        path = data_path(model_path).resolve()
         if path.is_relative_to(models) and path != models:
             path.unlink(missing_ok=True)
     log_path(run_id).unlink(missing_ok=True)

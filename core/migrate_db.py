@@ -5,13 +5,19 @@ Both schemas are brought to the current Alembic revision, and the target must be
 Rows are read from one consistent snapshot of the source and written in foreign-key
 order inside one transaction on the target, so a failed copy leaves the target empty.
 PostgreSQL sequences are then moved past the copied ids, so new rows get fresh ones.
+
+Images and trained models stay files in the data folder; the rows name them relative to
+it (``core.datafiles``), so the new database works with the same folder wherever it is
+mounted. The command checks that every file the copied rows name is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +35,7 @@ from sqlalchemy import (
     text,
 )
 
+from core.datafiles import check_files, referenced_files
 from db.engine import create_db_engine
 from db.migrate import upgrade
 from db.models import Base
@@ -179,6 +186,18 @@ def copy_database(
     return copied
 
 
+def file_problems(url: str, data_dir: Path) -> tuple[int, list[str]]:
+    """How many files the database at ``url`` names, and which are missing or changed in
+    ``data_dir``."""
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            files = referenced_files(conn)
+    finally:
+        engine.dispose()
+    return len(files), check_files(files, data_dir)
+
+
 def cmd_migrate_db(args: argparse.Namespace) -> int:
     from core import config
     from core.cli import CommandError, progress_bar
@@ -194,6 +213,19 @@ def cmd_migrate_db(args: argparse.Namespace) -> int:
         f"Copied {sum(counts.values())} rows from {_redact(src)} to {_redact(args.to)}. "
         "Set DATABASE_URL to the new URL and restart the app."
     )
+    data = config.data_dir()
+    named, problems = file_problems(args.to, data)
+    print(
+        f"The rows name {named} image and model files, relative to the data folder {data}: "
+        "keep SARCOPENIA_DATA_DIR on this folder (or a copy of its images/ and models/) "
+        "for every app server using the new database."
+    )
+    if problems:
+        print(
+            f"warning: {len(problems)} of them are missing or changed in {data}, e.g. "
+            f"{problems[0]}. Restore them from a backup before using the new database.",
+            file=sys.stderr,
+        )
     return 0
 
 

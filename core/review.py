@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, selectinload
 from core import config
 from core.boxes import Box
 from core.crop import ChosenBox, choose_box
+from core.datafiles import data_path
 from core.dataset import (
     TASKS,
     ArrayCache,
@@ -109,7 +110,7 @@ class SecondReaderUnavailable(ReviewError):
 def checked_model_path(path: str | Path) -> Path:
     """The resolved path of a ``.keras`` file inside the models folder, or ModelPathError."""
     root = config.models_dir().resolve()
-    full = Path(path).expanduser().resolve()
+    full = data_path(path).expanduser().resolve()
     if root not in full.parents:
         raise ModelPathError(
             f"Refusing to load {path}: models are loaded only from the models folder {root}. "
@@ -137,7 +138,7 @@ def model_stamp(path: str | Path | None) -> str:
     """Size and modification time of a model file ("" when missing): part of every cache
     key, so a retrained model (or a reused run id) never meets an old cached answer."""
     try:
-        stat = Path(path).stat() if path else None
+        stat = data_path(path).stat() if path else None
     except OSError:
         return ""
     return f"{stat.st_size}-{stat.st_mtime_ns}" if stat else ""

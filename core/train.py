@@ -51,6 +51,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sqlalchemy import delete
 
 from core import config
+from core.datafiles import file_sha256, stored_path
 from core.dataset import (
     TASKS,
     DatasetSettings,
@@ -935,6 +936,7 @@ def run_training(
         if folds > 1:
             metrics["cv"] = _cv_summary(fold_aucs)
         model_path = _save_model(results[-1].model, run_id)
+        model_sha256 = file_sha256(model_path)
         timing["total_s"] = time.monotonic() - started
         metrics["timing"] = _json_safe(timing)
         metrics["n"] = {s: len(results[0].indices[s]) for s in ("train", "val", "test")}
@@ -954,7 +956,8 @@ def run_training(
             run.split_id = split_id
             run.fingerprint = task_data.fingerprint
             run.metrics = _json_safe(metrics)
-            run.model_path = str(model_path)
+            run.model_path = stored_path(model_path)
+            run.model_sha256 = model_sha256
             run.history = {"epochs": reporter.history}
             run.status = "done"
             run.finished_at = utcnow()

@@ -10,8 +10,12 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from alembic import command
+from sqlalchemy import select
 
+from core import config
 from core.backup import (
     DB_FILE,
     DUMP_FILE,
@@ -24,10 +28,12 @@ from core.backup import (
     redact,
     restore,
 )
+from core.datafiles import data_path
 from core.store import ImageStore, sha256_hex
 from db.engine import Database
-from db.migrate import upgrade
-from db.models import Base, Image, Patient
+from db.migrate import alembic_config, upgrade
+from db.models import Base, Image, Patient, Prediction, TrainingRun
+from tests.tiny_runs import add_tiny_run
 
 
 def _sqlite_url(folder: Path) -> str:
@@ -107,7 +113,7 @@ def test_online_backup_while_writing_then_restore(tmp_path):
     try:
         assert started.wait(30)
         before = set(committed)
-        dest = backup(db.url, tmp_path / "backup", images_dir=source / "images")
+        dest = backup(db.url, tmp_path / "backup", data_dir=source)
     finally:
         stop.set()
         writer.join()
@@ -119,6 +125,7 @@ def test_online_backup_while_writing_then_restore(tmp_path):
     assert manifest["database"]["sha256"] == file_sha256(backup_db)
     assert manifest["database"]["schema_revision"] is not None
     assert manifest["images"] == {"referenced": 3, "files": 3, "copied": 3, "missing": []}
+    assert manifest["files"] == {"referenced": 3, "problems": []}
 
     target = tmp_path / "restored"
     counts = restore(dest, _sqlite_url(target), target)
@@ -141,10 +148,10 @@ def test_reused_backup_folder_copies_only_new_images(tmp_path):
     source = tmp_path / "live"
     _seed(source).dispose()
     dest = tmp_path / "backup"
-    backup(_sqlite_url(source), dest, images_dir=source / "images")
+    backup(_sqlite_url(source), dest, data_dir=source)
     extra = b"one more image" * 10
     ImageStore(source / "images").put(extra, sha256_hex(extra), ".png")
-    backup(_sqlite_url(source), dest, images_dir=source / "images")
+    backup(_sqlite_url(source), dest, data_dir=source)
     images = read_manifest(dest)["images"]
     assert (images["files"], images["copied"]) == (4, 1)
 
@@ -154,7 +161,7 @@ def test_missing_images_are_listed(tmp_path):
     _seed(source).dispose()
     victim = next((source / "images").rglob("*.png"))
     victim.unlink()
-    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
     missing = read_manifest(dest)["images"]["missing"]
     assert missing == [victim.relative_to(source / "images").as_posix()]
 
@@ -162,7 +169,7 @@ def test_missing_images_are_listed(tmp_path):
 def test_restore_refuses_a_target_with_data_unless_forced(tmp_path):
     source = tmp_path / "live"
     _seed(source, n=2).dispose()
-    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
     other = tmp_path / "other"
     _seed(other, n=5).dispose()
     with pytest.raises(BackupError, match="already holds data"):
@@ -176,7 +183,7 @@ def test_restore_refuses_a_target_with_data_unless_forced(tmp_path):
 def test_restore_into_an_empty_schema_is_allowed(tmp_path):
     source = tmp_path / "live"
     _seed(source, n=2).dispose()
-    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     upgrade(_sqlite_url(fresh))  # the app was started once on the new machine
@@ -186,7 +193,7 @@ def test_restore_into_an_empty_schema_is_allowed(tmp_path):
 def test_restore_refuses_a_changed_backup(tmp_path):
     source = tmp_path / "live"
     _seed(source).dispose()
-    dest = backup(_sqlite_url(source), tmp_path / "backup", images_dir=source / "images")
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
     with sqlite3.connect(dest / DB_FILE) as conn:
         conn.execute("UPDATE patient SET age = 99")
     with pytest.raises(BackupError, match="sha256"):
@@ -200,9 +207,9 @@ def test_backup_never_overwrites_the_live_database(tmp_path):
     source = tmp_path / "live"
     _seed(source).dispose()
     with pytest.raises(BackupError, match="live database"):
-        backup(_sqlite_url(source), source, images_dir=source / "images")
-    with pytest.raises(BackupError, match="image store"):
-        backup(_sqlite_url(source), source / "images" / "bk", images_dir=source / "images")
+        backup(_sqlite_url(source), source, data_dir=source)
+    with pytest.raises(BackupError, match="overlaps"):
+        backup(_sqlite_url(source), source / "images" / "bk", data_dir=source)
     assert len(_codes(source / DB_FILE)) == 3
 
 
@@ -210,7 +217,7 @@ def test_postgres_backup_without_pg_dump_says_what_to_install(tmp_path, monkeypa
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BackupError, match=r"pg_dump was not found.*postgresql-client"):
         backup(
-            "postgresql+psycopg://u:secret@localhost:1/x", tmp_path / "b", images_dir=tmp_path / "i"
+            "postgresql+psycopg://u:secret@localhost:1/x", tmp_path / "b", data_dir=tmp_path / "i"
         )
     assert "secret" not in redact("postgresql+psycopg://u:secret@localhost:1/x")
 
@@ -265,7 +272,7 @@ def test_postgres_backup_is_one_snapshot(tmp_path, data_dir):
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        dest = backup(url, tmp_path / "pg", images_dir=tmp_path / "no-images")
+        dest = backup(url, tmp_path / "pg", data_dir=tmp_path / "no-data")
     finally:
         stop.set()
         writer.join()
@@ -280,3 +287,129 @@ def test_postgres_backup_is_one_snapshot(tmp_path, data_dir):
     assert "FIRST" in dump
     with pytest.raises(BackupError, match="psql"):
         restore(dest, _sqlite_url(tmp_path / "t"), tmp_path / "t")
+
+
+def _add_model_run(folder: Path, content: bytes = b"model weights") -> int:
+    """A finished run whose model file lies in ``folder/models``, as training leaves it."""
+    (folder / "models").mkdir(exist_ok=True)
+    model = folder / "models" / "run-1.keras"
+    model.write_bytes(content)
+    db = Database(_sqlite_url(folder))
+
+    def work(session) -> int:
+        run = TrainingRun(
+            task="sarcopenia_gsu",
+            arch="vgg19",
+            modality="GSU",
+            input_size=[[32, 32]],
+            settings={},
+            weights_source="none",
+            status="done",
+            model_path="models/run-1.keras",
+            model_sha256=sha256_hex(content),
+        )
+        session.add(run)
+        session.flush()
+        return run.id
+
+    try:
+        return db.write(work)
+    finally:
+        db.dispose()
+
+
+def test_restore_then_predict_in_a_new_data_folder(agreed_demo, tiny_models, tmp_path, monkeypatch):
+    """Issue 13: backups left out models/, and runs named their model by absolute path."""
+    from core.dataset import load_task_data
+    from core.review import load_predictor
+
+    db, store = agreed_demo
+    run_id = add_tiny_run(db, store, tiny_models["gsu"])
+    source = config.data_dir()
+    dest = backup(db.url, tmp_path / "bk", data_dir=source)
+    db.dispose()
+    manifest = read_manifest(dest)
+    assert manifest["models"]["referenced"] == 1 and manifest["models"]["copied"] == 1
+    assert manifest["files"]["problems"] == []
+    shutil.rmtree(source)  # the old folder is gone: nothing may still point into it
+
+    moved = tmp_path / "moved"
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(moved))
+    restore(dest, _sqlite_url(moved), moved)
+    restored = Database(_sqlite_url(moved))
+    try:
+        predictor = load_predictor(restored, run_id)
+        data = load_task_data(restored, ImageStore(moved / "images"), predictor.settings)
+        with restored.read() as session:
+            stored = dict(
+                session.execute(
+                    select(Prediction.patient_id, Prediction.probability).where(
+                        Prediction.run_id == run_id
+                    )
+                ).all()
+            )
+    finally:
+        restored.dispose()
+    index = {int(pid): i for i, pid in enumerate(data.patient_ids)}
+    some = sorted(stored)[:4]
+    got = predictor.predict({"gsu": data.inputs["gsu"][[index[p] for p in some]]})
+    np.testing.assert_allclose(got, [stored[p] for p in some], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_restore_refuses_a_backup_whose_model_is_damaged(tmp_path, damage):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    _add_model_run(source)
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
+    model = dest / "models" / "run-1.keras"
+    if damage == "changed":
+        model.write_bytes(b"model weightz")
+        expected = "models/run-1.keras does not match its recorded sha256"
+    else:
+        model.unlink()
+        expected = "models/run-1.keras is missing"
+    target = tmp_path / "target"
+    with pytest.raises(BackupError, match=expected) as refused:
+        restore(dest, _sqlite_url(target), target)
+    assert "Nothing was restored" in str(refused.value)
+    assert not (target / DB_FILE).exists() or not _codes(target / DB_FILE)
+    assert not (target / "models").exists()
+
+
+def test_backup_lists_a_model_that_changed_after_it_was_recorded(tmp_path, capsys, monkeypatch):
+    source = tmp_path / "live"
+    _seed(source).dispose()
+    _add_model_run(source)
+    (source / "models" / "run-1.keras").write_bytes(b"something else")
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
+    assert read_manifest(dest)["files"]["problems"] == [
+        "models/run-1.keras does not match its recorded sha256"
+    ]
+
+
+def test_absolute_model_paths_become_relative_on_upgrade(tmp_path, monkeypatch):
+    """Migration 0006: a run saved with an absolute path still loads after the folder moves."""
+    old = tmp_path / "old"
+    old.mkdir()
+    url = _sqlite_url(old)
+    command.upgrade(alembic_config(url), "0005")
+    (old / "models").mkdir()
+    (old / "models" / "run-1.keras").write_bytes(b"model")
+    with sqlite3.connect(old / DB_FILE) as conn:
+        conn.execute(
+            "INSERT INTO training_run (task, arch, modality, input_size, settings, "
+            "weights_source, status, model_path, cancel_requested, created_at) VALUES "
+            "('sarcopenia_gsu', 'vgg19', 'GSU', '[]', '{}', 'none', 'done', ?, 0, "
+            "'2026-01-01 00:00:00')",
+            (str(old / "models" / "run-1.keras"),),
+        )
+    upgrade(url)
+    moved = tmp_path / "moved"
+    old.rename(moved)
+    monkeypatch.setenv("SARCOPENIA_DATA_DIR", str(moved))
+    with sqlite3.connect(moved / DB_FILE) as conn:
+        path, sha = conn.execute("SELECT model_path, model_sha256 FROM training_run").fetchone()
+    assert path == "models/run-1.keras"
+    assert data_path(path).read_bytes() == b"model"
+    assert sha == file_sha256(data_path(path))

@@ -190,8 +190,10 @@ def test_cli_migrate_db(tmp_path, monkeypatch, capsys):
     add_migrate_db_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["migrate-db", "--to", _url(tmp_path / "new.db")])
     assert args.handler(args) == 0
-    out = capsys.readouterr().out
-    assert "patient" in out and "Set DATABASE_URL" in out
+    captured = capsys.readouterr()
+    assert "patient" in captured.out and "Set DATABASE_URL" in captured.out
+    assert "relative to the data folder" in captured.out
+    assert "images/" in captured.err and "is missing" in captured.err  # _fill writes no files
     assert _typed_digest(tmp_path / "new.db") == _typed_digest(folder / "sarcopenia.db")
 
 

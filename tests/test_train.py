@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from core import config
+from core.datafiles import data_path, file_sha256
 from core.dataset import load_split, load_task_data
 from core.jobs import cancel_run, claim_run, create_run
 from core.models import VARIANCE_FLOOR
@@ -66,7 +67,7 @@ def _assert_reload_matches(db: Database, store: ImageStore, run: TrainingRun) ->
     """The saved file reloads in safe mode and predicts the stored test probabilities."""
     settings = TrainSettings.from_dict(run.settings)
     data = load_task_data(db, store, settings.dataset_settings(settings.sizes))
-    model = keras.models.load_model(run.model_path, safe_mode=True)
+    model = keras.models.load_model(data_path(run.model_path), safe_mode=True)
     stored = {pid: p for pid, subset, _, p in _predictions(db, run.id) if subset == "test"}
     rows = [i for i, pid in enumerate(data.patient_ids) if int(pid) in stored]
     names = [t.name for t in model.inputs]
@@ -92,7 +93,7 @@ def _assert_head_standardizes_training_features(
     data = load_task_data(db, store, settings.dataset_settings(settings.sizes))
     (assignment,) = load_split(db, run.split_id)
     train = [i for i, pid in enumerate(data.patient_ids) if assignment[int(pid)] == "train"]
-    model = keras.models.load_model(run.model_path, safe_mode=True)
+    model = keras.models.load_model(data_path(run.model_path), safe_mode=True)
     norm = model.get_layer("head_norm")
     assert int(norm.count.numpy()) == len(train) == run.metrics["n"]["train"]
     if settings.mode != "fast":
@@ -108,8 +109,8 @@ def _assert_head_standardizes_training_features(
 
 def _assert_done(db: Database, run: TrainingRun, folds: int = 1) -> None:
     assert run.status == "done", run.error
-    assert Path(run.model_path).is_file()
-    assert Path(run.model_path).parent == config.models_dir()
+    assert run.model_path == f"models/run-{run.id}.keras"
+    assert file_sha256(data_path(run.model_path)) == run.model_sha256
     preds = _predictions(db, run.id)
     assert {s for _, s, _, _ in preds} == {"val", "test"}
     assert all(0.0 <= p <= 1.0 for *_, p in preds)

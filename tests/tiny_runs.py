@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from core import config
+from core.datafiles import file_sha256, stored_path
 from core.dataset import TASKS, ArrayCache, collect_cases, make_split
 from core.store import ImageStore
 from db.consensus import auto_agree
@@ -196,7 +197,8 @@ def add_tiny_run(
         session.flush()
         target = config.models_dir() / f"run-{run.id}.keras"
         os.link(model.path, target)
-        run.model_path = str(target)
+        run.model_path = stored_path(target)
+        run.model_sha256 = file_sha256(target)
         for pid, subset in assignment.items():
             if subset == "train":
                 continue
