@@ -109,14 +109,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         bundle = open_bundle(Path(args.path))
     except BundleError as exc:
         raise CommandError(str(exc)) from None
-    report = import_bundle(
-        bundle,
-        db,
-        ImageStore(config.images_dir()),
-        skip_invalid=args.skip_invalid,
-        actor_name=args.actor,
-        progress=progress_bar("Checking cases"),
-    )
+    with bundle:
+        report = import_bundle(
+            bundle,
+            db,
+            ImageStore(config.images_dir()),
+            skip_invalid=args.skip_invalid,
+            actor_name=args.actor,
+            progress=progress_bar("Checking cases"),
+        )
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(report.summary())

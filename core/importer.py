@@ -1,44 +1,75 @@
 """Case import: every row and file is checked before anything is stored.
 
 By default an import is all or nothing. With ``skip_invalid`` the valid rows go in and
-the others are reported. Either way, a refused row leaves nothing behind: files are
-written only after every check passed, and removed again if the database transaction
-fails. DICOM files are de-identified before they touch the disk.
+the others are reported. Either way, a refused row leaves nothing behind.
+
+Memory stays flat whatever the size of the bundle: files are read, decoded and checked one
+at a time, and each checked file (a PNG re-encoded from its pixels, or the de-identified
+DICOM) goes straight to the import's staging folder (``core.store.Staging``); only a few
+facts about it stay in memory. Once every check has passed, the staged files are renamed
+into place and every row is written in one transaction; on failure the files moved so far
+and the staging folder are removed. DICOM files are de-identified before they touch the
+disk. The decoded pixels of one bundle are capped (``MAX_BUNDLE_PIXELS``) so that one
+upload cannot keep the shared server decoding for hours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from core import imageio
-from core.archive import Bundle, BundleError
+from core.archive import Bundle, BundleError, ZipBundle
 from core.manifest import CaseRecord, Problem, parse_manifest
-from core.store import ImageStore, sha256_hex
+from core.store import ImageStore, Staging, sha256_hex
 from db import audit
 from db.engine import Database
 from db.models import CtMeasurement, Image, Patient, Reader
 
 Progress = Callable[[int, int], None]
+MAX_BUNDLE_PIXELS = 10_000_000_000
+"""Decoded pixels one import may hold in all (10 gigapixels): about 2,400 patients with a
+full-HD GSU and SWE screen each, or 16,000 with the scanner's 640×480 screens."""
+LOOKUP_CHUNK = 500
+"""Codes or hashes per ``IN (…)`` query: far below any backend's limit on parameters."""
+CONCURRENT_IMPORT = (
+    "Another import stored one of these patients or images while this bundle was being "
+    "checked, so nothing from this bundle was stored. Import it again: patients already "
+    "present are skipped."
+)
 
 
-@dataclass
-class PreparedImage:
+@dataclass(frozen=True)
+class StagedImage:
+    """A checked image waiting in the staging folder, with what its row will record."""
+
     modality: str
     sha256: str
-    stored: bytes
     suffix: str
-    decoded: imageio.DecodedImage
+    staged: Path
+    width: int
+    height: int
+    source_format: str
+    dicom_header: dict[str, Any] | None
+    acquisition_date: dt.date | None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 @dataclass
 class PreparedCase:
     record: CaseRecord
-    images: list[PreparedImage] = field(default_factory=list)
+    images: list[StagedImage] = field(default_factory=list)
 
 
 @dataclass
@@ -70,101 +101,162 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def prepare_image(data: bytes, *, name: str, modality: str, pseudonym: str) -> PreparedImage:
-    """Decode and de-identify one file into what the store will keep (raises ImageReadError)."""
+def stage_image(
+    data: bytes, *, name: str, modality: str, pseudonym: str, staging: Staging
+) -> StagedImage:
+    """Decode and de-identify one file and stage what the store will keep.
+
+    The decoded pixels are dropped on return. Raises ImageReadError.
+    """
     decoded = imageio.decode_image(data, name=name, pseudonym=pseudonym)
     if decoded.source_format == "dicom":
         stored, suffix = imageio.deidentified_dicom_bytes(data, pseudonym=pseudonym), ".dcm"
     else:
         stored, suffix = encode_png(decoded.pixels), ".png"
-    return PreparedImage(modality, sha256_hex(data), stored, suffix, decoded)
+    return StagedImage(
+        modality,
+        sha256_hex(data),
+        suffix,
+        staging.write(stored, suffix),
+        decoded.width,
+        decoded.height,
+        decoded.source_format,
+        decoded.dicom_header,
+        decoded.acquisition_date,
+    )
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), LOOKUP_CHUNK):
+        yield values[start : start + LOOKUP_CHUNK]
 
 
 def _existing(db: Database, codes: list[str], hashes: list[str]) -> tuple[dict, dict]:
+    """(lower-cased code → stored code, sha256 → owner's code) of what is already stored."""
+    lowered = sorted({c.lower() for c in codes})
+    known_codes: dict[str, str] = {}
+    known_hashes: dict[str, str] = {}
     with db.read() as session:
-        patients = dict(
-            session.execute(select(Patient.code, Patient.id).where(Patient.code.in_(codes))).all()
-        )
-        images = dict(
-            session.execute(
-                select(Image.sha256, Patient.code).join(Patient).where(Image.sha256.in_(hashes))
-            ).all()
-        )
-    return patients, images
+        for chunk in _chunks(lowered):
+            key = func.lower(Patient.code)
+            known_codes.update(
+                session.execute(select(key, Patient.code).where(key.in_(chunk))).all()
+            )
+        for chunk in _chunks(sorted(set(hashes))):
+            known_hashes.update(
+                session.execute(
+                    select(Image.sha256, Patient.code).join(Patient).where(Image.sha256.in_(chunk))
+                ).all()
+            )
+    return known_codes, known_hashes
 
 
 def _prepare_case(
-    bundle: Bundle, manifest: str, record: CaseRecord
+    bundle: Bundle, manifest: str, record: CaseRecord, staging: Staging
 ) -> tuple[PreparedCase, list[Problem]]:
     case = PreparedCase(record)
     problems = []
     for modality, file_name in (("GSU", record.gsu_file), ("SWE", record.swe_file)):
         if file_name is None:
             continue
-        member = bundle.resolve(manifest, file_name)
-        if member is None:
-            problems.append(Problem("The file is not in the bundle.", record.row, file_name))
-            continue
         try:
-            data = bundle.read(member)
+            member = bundle.resolve(manifest, file_name)
+            if member is None:
+                problems.append(Problem("The file is not in the bundle.", record.row, file_name))
+                continue
             case.images.append(
-                prepare_image(data, name=file_name, modality=modality, pseudonym=record.code)
+                stage_image(
+                    bundle.read(member),
+                    name=file_name,
+                    modality=modality,
+                    pseudonym=record.code,
+                    staging=staging,
+                )
             )
         except (imageio.ImageReadError, BundleError) as exc:
             problems.append(Problem(str(exc), record.row, file_name))
     return case, problems
 
 
-def check_bundle(
-    bundle: Bundle, db: Database, progress: Progress | None = None
-) -> tuple[list[PreparedCase], list[PreparedCase], list[Problem]]:
-    """Validate everything; returns (new cases, cases already present, problems)."""
-    manifest = bundle.find_manifest()
-    records, problems = parse_manifest(bundle.manifest_text())
-    prepared: list[PreparedCase] = []
-    for index, record in enumerate(records):
-        case, case_problems = _prepare_case(bundle, manifest, record)
-        if case_problems:
-            problems.extend(case_problems)
-        else:
-            prepared.append(case)
-        if progress:
-            progress(index + 1, len(records))
+def _too_many_pixels(row: int) -> BundleError:
+    return BundleError(
+        f"The images of this bundle hold more than {MAX_BUNDLE_PIXELS:,} pixels in all (the "
+        f"limit was passed at row {row}), more than one import may decode. Split the manifest "
+        "and its images into smaller bundles and import them one after another."
+    )
+
+
+def _classify(
+    db: Database, prepared: list[PreparedCase], problems: list[Problem]
+) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    """Split checked cases into new and already present; refuse clashes with stored data."""
     codes = [c.record.code for c in prepared]
     hashes = [i.sha256 for c in prepared for i in c.images]
     known_codes, known_hashes = _existing(db, codes, hashes)
     new, present = [], []
     first_row: dict[str, int] = {}
     for case in prepared:
+        code, row = case.record.code, case.record.row
+        clash = False
         for image in case.images:
-            row = first_row.setdefault(image.sha256, case.record.row)
-            if row != case.record.row:
-                problems.append(
-                    Problem(f"The same image is also used on row {row}.", case.record.row)
-                )
-        owners = {known_hashes.get(i.sha256) for i in case.images}
-        code = case.record.code
-        if any(p.row == case.record.row for p in problems):
+            other = first_row.setdefault(image.sha256, row)
+            if other != row:
+                problems.append(Problem(f"The same image is also used on row {other}.", row))
+                clash = True
+        if clash:
             continue
-        if code in known_codes and owners == {code}:
-            present.append(case)
-        elif code in known_codes:
+        stored_code = known_codes.get(code.lower())
+        owners = {known_hashes.get(i.sha256) for i in case.images}
+        if stored_code is not None and stored_code != code:
             problems.append(
                 Problem(
-                    f"patient_code {code!r} already exists with other images; use a new code.",
-                    case.record.row,
+                    f"patient_code {code!r} differs only in upper/lower case from the stored "
+                    f"patient {stored_code!r}; codes are compared ignoring case. Write "
+                    f"{stored_code!r} for that patient, or use a new code.",
+                    row,
+                )
+            )
+        elif stored_code is not None and owners == {code}:
+            present.append(case)
+        elif stored_code is not None:
+            problems.append(
+                Problem(
+                    f"patient_code {code!r} already exists with other images; use a new code.", row
                 )
             )
         elif owners - {None}:
-            other = sorted(o for o in owners if o)
+            other_code = sorted(o for o in owners if o)[0]
             problems.append(
-                Problem(
-                    f"An image of this row is already stored for patient {other[0]!r}.",
-                    case.record.row,
-                )
+                Problem(f"An image of this row is already stored for patient {other_code!r}.", row)
             )
         else:
             new.append(case)
+    return new, present
+
+
+def check_bundle(
+    bundle: Bundle, db: Database, staging: Staging, progress: Progress | None = None
+) -> tuple[list[PreparedCase], list[PreparedCase], list[Problem]]:
+    """Validate and stage everything; returns (new cases, cases already present, problems).
+
+    Raises BundleError when the bundle as a whole is refused.
+    """
+    manifest = bundle.find_manifest()
+    records, problems = parse_manifest(bundle.manifest_text())
+    prepared: list[PreparedCase] = []
+    pixels = 0
+    for index, record in enumerate(records):
+        case, case_problems = _prepare_case(bundle, manifest, record, staging)
+        pixels += sum(image.pixels for image in case.images)
+        if pixels > MAX_BUNDLE_PIXELS:
+            raise _too_many_pixels(record.row)
+        if case_problems:
+            problems.extend(case_problems)
+        else:
+            prepared.append(case)
+        if progress:
+            progress(index + 1, len(records))
+    new, present = _classify(db, prepared, problems)
     return new, present, problems
 
 
@@ -183,17 +275,16 @@ def _add_case(session, case: PreparedCase, relpaths: dict[str, str], actor: Read
             sma_cm2=r.l3_sma_cm2, ct_date=r.ct_date, exclusion_reason=r.exclusion_reason
         )
     for image in case.images:
-        d = image.decoded
         patient.images.append(
             Image(
                 modality=image.modality,
                 sha256=image.sha256,
                 path=relpaths[image.sha256],
-                width=d.width,
-                height=d.height,
-                source_format=d.source_format,
-                dicom_header=d.dicom_header,
-                acquisition_date=d.acquisition_date,
+                width=image.width,
+                height=image.height,
+                source_format=image.source_format,
+                dicom_header=image.dicom_header,
+                acquisition_date=image.acquisition_date,
             )
         )
     session.add(patient)
@@ -210,15 +301,21 @@ def _add_case(session, case: PreparedCase, relpaths: dict[str, str], actor: Read
 
 
 def store_cases(
-    db: Database, store: ImageStore, cases: list[PreparedCase], actor_name: str | None = None
+    db: Database,
+    staging: Staging,
+    cases: list[PreparedCase],
+    actor_name: str | None = None,
 ) -> None:
-    """Write the files, then one transaction for all rows; on failure remove new files."""
+    """Move the staged files into place, then one transaction for all rows.
+
+    On failure the files this call created are removed again.
+    """
     created: list[str] = []
     relpaths: dict[str, str] = {}
     try:
         for case in cases:
             for image in case.images:
-                relpath, new = store.put(image.stored, image.sha256, image.suffix)
+                relpath, new = staging.move_into_store(image.staged, image.sha256, image.suffix)
                 relpaths[image.sha256] = relpath
                 if new:
                     created.append(relpath)
@@ -234,7 +331,7 @@ def store_cases(
 
         db.write(work)
     except BaseException:
-        store.remove(created)
+        staging.store.remove(created)
         raise
 
 
@@ -249,17 +346,67 @@ def import_bundle(
 ) -> ImportReport:
     """Check then import a bundle; see the module docstring for the all-or-nothing rule."""
     report = ImportReport()
+    staging = store.staging()
     try:
-        new, present, problems = check_bundle(bundle, db, progress)
+        try:
+            new, present, problems = check_bundle(bundle, db, staging, progress)
+        except BundleError as exc:
+            report.problems.append(Problem(str(exc)))
+            return report
+        except OSError as exc:
+            report.problems.append(Problem(_storage_problem(exc)))
+            return report
+        report.problems = problems
+        report.already_present = [c.record.code for c in present]
+        if problems and not skip_invalid:
+            return report
+        if new:
+            try:
+                store_cases(db, staging, new, actor_name)
+            except IntegrityError:
+                report.problems.append(Problem(CONCURRENT_IMPORT))
+                return report
+            except OSError as exc:
+                report.problems.append(Problem(_storage_problem(exc)))
+                return report
+        report.imported = [c.record.code for c in new]
+        report.committed = True
+        return report
+    finally:
+        staging.discard()
+
+
+def _storage_problem(exc: OSError) -> str:
+    return (
+        f"The server could not write the images ({exc.strerror or exc}), so nothing from "
+        "this bundle was stored. Ask the administrator to check the free space and "
+        "permissions of the data folder, then import again."
+    )
+
+
+def import_upload(
+    data: bytes,
+    db: Database,
+    store: ImageStore,
+    *,
+    skip_invalid: bool = False,
+    actor_name: str | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """``import_bundle`` on an uploaded zip; an unreadable zip becomes the report's problem.
+
+    The page shows the report, never an exception: every refusal is a sentence in it.
+    """
+    try:
+        bundle = ZipBundle(data)
     except BundleError as exc:
-        report.problems.append(Problem(str(exc)))
-        return report
-    report.problems = problems
-    report.already_present = [c.record.code for c in present]
-    if problems and not skip_invalid:
-        return report
-    if new:
-        store_cases(db, store, new, actor_name)
-    report.imported = [c.record.code for c in new]
-    report.committed = True
-    return report
+        return ImportReport(problems=[Problem(str(exc))])
+    with bundle:
+        return import_bundle(
+            bundle,
+            db,
+            store,
+            skip_invalid=skip_invalid,
+            actor_name=actor_name,
+            progress=progress,
+        )

@@ -3,8 +3,9 @@
 A killed import (``kill -9``, power loss) can leave image files that no committed row
 names, because files are written before the one transaction that records them
 (``core.importer.store_cases``), plus ``.incoming-*`` temporary files from a write cut
-short. The database itself stays consistent; the files only waste disk. A killed training
-process leaves its run ``running`` for ever unless something marks it failed.
+short, and its staging folder (``core.store.Staging``). The database itself stays
+consistent; the files only waste disk. A killed training process leaves its run
+``running`` for ever unless something marks it failed.
 
 ``startup_checks`` does both, for the app to call once per process and the CLI on each
 start.
@@ -15,18 +16,23 @@ such a file exists on disk before its row commits. So only files older than
 ``ORPHAN_GRACE`` are removed, and the folder is listed *before* the database is read, so a
 file whose row commits in between is still young. A crash's orphans go at the first start
 at least that long after it: wasted disk meanwhile, never a missing image.
+
+A staging folder goes as a whole, once nothing in it has changed for ``ORPHAN_GRACE``: an
+import that is still checking a large bundle keeps adding files, so its folder stays young.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, select
 
-from core.store import ImageStore
+from core.store import STAGING_DIR, ImageStore
 from db.engine import Database
 from db.models import Image, TrainingRun
 
@@ -48,19 +54,47 @@ class StartupReport:
     """How many training runs were marked failed because their process is gone."""
 
 
-def _store_files(store: ImageStore) -> dict[str, float]:
-    """Every file in the store (relative path → modification time), symlinks included."""
+def _files_under(root: Path, store: ImageStore) -> dict[str, float]:
+    """Every file under ``root`` (store-relative path → modification time), symlinks included."""
     files: dict[str, float] = {}
-    for path in store.root.rglob("*"):
+    for path in root.rglob("*"):
         if path.is_symlink() or path.is_file():
             files[path.relative_to(store.root).as_posix()] = path.lstat().st_mtime
     return files
 
 
+def _store_files(store: ImageStore) -> dict[str, float]:
+    """The store's files outside the staging folders."""
+    files = _files_under(store.root, store)
+    return {rel: t for rel, t in files.items() if not rel.startswith(f"{STAGING_DIR}/")}
+
+
+def _sweep_staging(store: ImageStore, cutoff: float) -> list[str]:
+    """Remove the staging folders in which nothing changed since ``cutoff``; their files."""
+    removed: list[str] = []
+    staging = store.root / STAGING_DIR
+    if not staging.is_dir():
+        return removed
+    for entry in staging.iterdir():
+        folder = entry.is_dir() and not entry.is_symlink()
+        if folder:
+            files = _files_under(entry, store)
+        else:
+            files = {entry.relative_to(store.root).as_posix(): entry.lstat().st_mtime}
+        if max([entry.lstat().st_mtime, *files.values()]) > cutoff:
+            continue
+        if folder:
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.extend(files)
+    return removed
+
+
 def sweep_orphans(
     db: Database, store: ImageStore, *, grace: dt.timedelta = ORPHAN_GRACE
 ) -> list[str]:
-    """Delete store files older than ``grace`` that no image row names (temp files included).
+    """Delete store files older than ``grace`` that no image row names, and stale staging.
 
     Returns the relative paths removed, sorted. Pass ``grace=timedelta(0)`` only when no
     other process can be importing (tests, or an admin who stopped the app).
@@ -75,22 +109,22 @@ def sweep_orphans(
             continue
         (store.root / relpath).unlink(missing_ok=True)
         removed.append(relpath)
+    removed.extend(_sweep_staging(store, cutoff))
     if removed:
         log.warning("Removed %d orphan file(s) from %s", len(removed), store.root)
-    return removed
+    return sorted(removed)
 
 
 def _reap_dead_runs(db: Database) -> int:
-    """Mark runs whose process died as failed (``core.jobs.reap_dead_runs``).
+    """Mark runs whose process died as failed and start queued runs in the free slots
+    (``core.jobs.reap_dead_runs``).
 
     ``core.jobs`` pulls in the training stack, seconds of imports, so it is loaded only
-    when some run could need reaping.
+    when some run is queued or running.
     """
     with db.read() as session:
         unfinished = session.scalar(
-            select(func.count(TrainingRun.id)).where(
-                TrainingRun.status.in_(("queued", "running")), TrainingRun.pid.is_not(None)
-            )
+            select(func.count(TrainingRun.id)).where(TrainingRun.status.in_(("queued", "running")))
         )
     if not unfinished:
         return 0
@@ -102,7 +136,8 @@ def _reap_dead_runs(db: Database) -> int:
 def startup_checks(
     db: Database, store: ImageStore, *, grace: dt.timedelta = ORPHAN_GRACE
 ) -> StartupReport:
-    """Sweep orphan files and fail dead runs; safe to call while other processes work."""
+    """Sweep orphan files, fail dead runs and start the queue; safe to call while other
+    processes work."""
     swept = sweep_orphans(db, store, grace=grace)
     failed = _reap_dead_runs(db)
     if failed:

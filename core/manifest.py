@@ -29,6 +29,8 @@ COLUMNS = (
     "exclusion_reason",
 )
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""YYYY-MM-DD only: ``date.fromisoformat`` also takes 20200301 and 2020-W10-1."""
 AGE_RANGE = (0, 120)
 HEIGHT_RANGE_CM = (50.0, 250.0)
 WEIGHT_RANGE_KG = (10.0, 350.0)
@@ -130,6 +132,8 @@ def check_date(name: str, value: str | None) -> dt.date | None:
     if value is None or value.strip() == "":
         return None
     try:
+        if not DATE_PATTERN.fullmatch(value.strip()):
+            raise ValueError(value)
         date = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise FieldError(f"{name} must be a date written YYYY-MM-DD, got {value!r}.") from None
@@ -160,56 +164,98 @@ def _checked(problems: list[Problem], row: int, check: Callable[..., Any], *args
         return None
 
 
-def parse_manifest(text: str) -> tuple[list[CaseRecord], list[Problem]]:
-    """Parse and check a manifest; returns the valid rows and every problem found."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        return [], [
-            Problem(
-                f"The manifest lacks the column(s) {', '.join(missing)}. "
-                f"It needs: {', '.join(COLUMNS)}.",
-                row=1,
-            )
-        ]
-    records: list[CaseRecord] = []
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(reader, start=2):
-        if index - 1 > MAX_MANIFEST_ROWS:
-            problems.append(Problem(f"More than {MAX_MANIFEST_ROWS} rows; split the manifest."))
-            break
-        row = {(k or "").strip(): (v or "") for k, v in raw.items() if k is not None}
-        if not any(v.strip() for v in row.values()):
-            continue
-        row_problems: list[Problem] = []
-        field = partial(_checked, row_problems, index)
-        code = field(check_code, row["patient_code"])
-        sex = field(check_sex, row["sex"])
-        age = field(check_age, row["age"])
-        height = field(check_height, row["height_cm"])
-        weight = field(check_weight, row["weight_kg"])
-        us_date = field(check_date, "us_date", row["us_date"])
-        ct_date = field(check_date, "ct_date", row["ct_date"])
-        sma = field(check_sma, row["l3_sma_cm2"])
-        reason = field(check_reason, row["exclusion_reason"])
-        gsu, swe = _file_name(row["gsu_file"]), _file_name(row["swe_file"])
-        if gsu is None and swe is None:
-            row_problems.append(Problem("The row names neither a gsu_file nor a swe_file.", index))
-        if code is not None:
-            if code in seen:
-                row_problems.append(
-                    Problem(f"patient_code {code!r} is also on row {seen[code]}.", row=index)
-                )
-            else:
-                seen[code] = index
-        if row_problems:
-            problems.extend(row_problems)
-            continue
-        records.append(
-            CaseRecord(
-                index, code, sex, age, height, weight, gsu, swe, us_date, ct_date, sma, reason
-            )
+def _csv_problem(exc: csv.Error) -> str:
+    """A csv module error in words a spreadsheet user can act on."""
+    save = "Save it again as CSV (UTF-8) from the spreadsheet and import again."
+    if "field larger than field limit" in str(exc):
+        return (
+            "The manifest cannot be read from this row on: a value is longer than "
+            f'{csv.field_size_limit():,} characters. Usually a double quote (") opens a '
+            "value and is never closed, so the rest of the file runs into one value. Fix the "
+            "quotes on this row (or remove them). " + save
         )
+    if "NUL" in str(exc):
+        return (
+            "The manifest holds a NUL byte on this row, so it is not plain CSV text (perhaps "
+            "a spreadsheet file renamed to .csv). " + save
+        )
+    return f"The manifest is not valid CSV from this row on ({exc}). " + save
+
+
+def parse_manifest(text: str) -> tuple[list[CaseRecord], list[Problem]]:
+    """Parse and check a manifest; returns the valid rows and every problem found.
+
+    A manifest the csv module cannot read to its end yields no rows at all, only the
+    problem: the rows after the break were never checked.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    next_row = 1
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            return [], [
+                Problem(
+                    f"The manifest lacks the column(s) {', '.join(missing)}. "
+                    f"It needs: {', '.join(COLUMNS)}.",
+                    row=1,
+                )
+            ]
+        next_row = 2
+        records: list[CaseRecord] = []
+        problems: list[Problem] = []
+        seen: dict[str, tuple[str, int]] = {}
+        for index, raw in enumerate(reader, start=2):
+            next_row = index + 1
+            if index - 1 > MAX_MANIFEST_ROWS:
+                problems.append(Problem(f"More than {MAX_MANIFEST_ROWS} rows; split the manifest."))
+                break
+            record = _record(index, raw, seen, problems)
+            if record is not None:
+                records.append(record)
+    except csv.Error as exc:
+        return [], [Problem(_csv_problem(exc), row=next_row)]
     return records, problems
+
+
+def _record(
+    index: int,
+    raw: dict[str | None, Any],
+    seen: dict[str, tuple[str, int]],
+    problems: list[Problem],
+) -> CaseRecord | None:
+    """One row checked field by field; None (its problems added) when anything is wrong.
+
+    ``seen`` maps lower-cased codes to (code, row): codes are unique ignoring case, as in
+    the database.
+    """
+    row = {(k or "").strip(): (v or "") for k, v in raw.items() if k is not None}
+    if not any(v.strip() for v in row.values()):
+        return None
+    row_problems: list[Problem] = []
+    field = partial(_checked, row_problems, index)
+    code = field(check_code, row["patient_code"])
+    sex = field(check_sex, row["sex"])
+    age = field(check_age, row["age"])
+    height = field(check_height, row["height_cm"])
+    weight = field(check_weight, row["weight_kg"])
+    us_date = field(check_date, "us_date", row["us_date"])
+    ct_date = field(check_date, "ct_date", row["ct_date"])
+    sma = field(check_sma, row["l3_sma_cm2"])
+    reason = field(check_reason, row["exclusion_reason"])
+    gsu, swe = _file_name(row["gsu_file"]), _file_name(row["swe_file"])
+    if gsu is None and swe is None:
+        row_problems.append(Problem("The row names neither a gsu_file nor a swe_file.", index))
+    if code is not None:
+        earlier = seen.setdefault(code.lower(), (code, index))
+        if earlier[1] != index:
+            same = "" if earlier[0] == code else f" as {earlier[0]!r} (codes ignore case)"
+            row_problems.append(
+                Problem(f"patient_code {code!r} is also on row {earlier[1]}{same}.", row=index)
+            )
+    if row_problems:
+        problems.extend(row_problems)
+        return None
+    return CaseRecord(
+        index, code, sex, age, height, weight, gsu, swe, us_date, ct_date, sma, reason
+    )

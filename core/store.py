@@ -3,17 +3,27 @@
 A file is written to a temporary name and renamed into place, so a crash never leaves
 a half-written image under a real name; ``sweep_orphans`` removes what a killed import
 left behind (files the database does not know).
+
+An import first writes every checked file into its own :class:`Staging` folder under
+``STAGING_DIR`` (same file system, so moving a file into place is an atomic rename) and
+holds no decoded image longer than one file; only when every file has passed are they
+moved into place and recorded in one transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 TMP_PREFIX = ".incoming-"
+STAGING_DIR = ".staging"
+"""Folder of the store holding one sub-folder per import in progress."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -38,6 +48,10 @@ class ImageStore:
         if self.root.resolve() not in full.parents:
             raise ValueError(f"Refusing a path outside the image store: {relpath!r}")
         return full
+
+    def staging(self) -> Staging:
+        """A fresh staging folder for one import (see the module docstring)."""
+        return Staging(self, self.root / STAGING_DIR / uuid.uuid4().hex)
 
     def put(self, data: bytes, sha256: str, suffix: str) -> tuple[str, bool]:
         """Store ``data`` as ``<sha256><suffix>``; returns (relative path, newly created)."""
@@ -77,3 +91,46 @@ class ImageStore:
                 file.unlink(missing_ok=True)
                 removed.append(rel)
         return removed
+
+
+class Staging:
+    """Checked files of one import, waiting in a private folder until the import commits."""
+
+    def __init__(self, store: ImageStore, folder: Path) -> None:
+        self.store = store
+        self.folder = folder
+        self._count = 0
+
+    def write(self, data: bytes, suffix: str) -> Path:
+        """Write ``data`` durably under a new name; the name never comes from the bundle."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        path = self.folder / f"{self._count:06d}{suffix}"
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return path
+
+    def move_into_store(self, staged: Path, sha256: str, suffix: str) -> tuple[str, bool]:
+        """Rename a staged file to its content address; returns (relative path, newly created).
+
+        The file is touched after the rename: it may have waited longer than the orphan
+        sweep's grace period, and must look young until its row commits.
+        """
+        relpath = self.store.relpath_for(sha256, suffix)
+        target = self.store.path(relpath)
+        if target.exists():
+            os.utime(target)
+            staged.unlink(missing_ok=True)
+            return relpath, False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        os.utime(target)
+        return relpath, True
+
+    def discard(self) -> None:
+        """Remove the folder and whatever is left in it, and the parent once it is empty."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another import is staging: leave it
+            self.folder.parent.rmdir()

@@ -7,8 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.archive import BundleError, ZipBundle
-from core.importer import import_bundle
+from core.importer import import_upload
 from core.manifest import (
     FieldError,
     check_age,
@@ -32,6 +31,7 @@ from pages.components import (
     display_pixels,
     get_db,
     get_store,
+    plain,
     reader_names,
     require_reader,
     show_image,
@@ -204,28 +204,27 @@ if reader is not None and reader.role == "admin":
         upload = st.file_uploader("Zip file", type=["zip"])
         skip = st.checkbox("Import the valid rows and skip the others")
         if upload is not None and st.button("Import"):
-            try:
-                bundle = ZipBundle(upload.getvalue())
-            except BundleError as exc:
-                st.error(str(exc))
+            bar = st.progress(0.0, text="Checking cases…")
+            report = import_upload(
+                upload.getvalue(),
+                db,
+                get_store(),
+                skip_invalid=skip,
+                actor_name=reader.username,
+                progress=lambda done, total: bar.progress(done / max(total, 1)),
+            )
+            (st.success if report.ok else st.error)(report.summary())
+            if len(report.problems) <= FULL_PROBLEMS:
+                for problem in report.problems:
+                    st.error(plain(str(problem)))
             else:
-                bar = st.progress(0.0, text="Checking cases…")
-                report = import_bundle(
-                    bundle,
-                    db,
-                    get_store(),
-                    skip_invalid=skip,
-                    actor_name=reader.username,
-                    progress=lambda done, total: bar.progress(done / max(total, 1)),
+                show_table(
+                    pd.DataFrame(
+                        [
+                            {"row": p.row, "file": p.file, "reason": p.reason}
+                            for p in report.problems
+                        ]
+                    ),
+                    hide_index=True,
+                    column_config={"reason": st.column_config.TextColumn(width="large")},
                 )
-                (st.success if report.ok else st.error)(report.summary())
-                if report.problems:
-                    st.dataframe(
-                        pd.DataFrame(
-                            [
-                                {"row": p.row, "file": p.file, "reason": p.reason}
-                                for p in report.problems
-                            ]
-                        ),
-                        hide_index=True,
-                    )

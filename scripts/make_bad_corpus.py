@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import stat
 import struct
 import zipfile
 import zlib
@@ -163,12 +164,12 @@ ZIP_BOMB_BYTES = 20 * 2**20
 """The bomb member's unpacked size (20 MiB of zeros, about 20 KiB packed: over 1000×)."""
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
         for name, data in members.items():
             info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             archive.writestr(info, data, compresslevel=9)
     return buf.getvalue()
 
@@ -221,6 +222,98 @@ def manifest_duplicate_codes() -> bytes:
     return _manifest_bundle([row("BAD-DUP", "a.png"), row("BAD-DUP", "b.png")])
 
 
+def manifest_case_duplicate_codes() -> bytes:
+    """Two codes that differ only in case: one patient to a reader, so refused."""
+    return _manifest_bundle([row("BAD-DUP", "a.png"), row("bad-dup", "b.png")])
+
+
+def manifest_compact_dates() -> bytes:
+    """ISO 8601 forms that ``date.fromisoformat`` takes but the manifest's YYYY-MM-DD does not."""
+    return _manifest_bundle([row("BAD-001", "gsu.png", us_date="20200301", ct_date="2020-W10-1")])
+
+
+def manifest_unclosed_quote() -> bytes:
+    """A quote opened in exclusion_reason and never closed: the rest of the file becomes one
+    value of 140,000 characters, past the csv module's field limit of 131,072."""
+    rng = np.random.default_rng(7)
+    chunk = "".join(rng.choice(list("abcdefghij klmnopqrstuvwxyz"), 1500))
+    text = manifest_text([row("OK-001", "ok.png"), row("BAD-001", "gsu.png")])
+    text += f'BAD-002,F,61,158,55,g2.png,,2020-03-01,,,"{(chunk * 100)[:140_000]}\n'
+    return _zip({"manifest.csv": text.encode(), "ok.png": valid_png(), "gsu.png": valid_png(40)})
+
+
+def _headers(data: bytes, name: str) -> tuple[int, int, int]:
+    """(local header, central directory entry, packed data) offsets of a zip member."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        local, central = archive.getinfo(name).header_offset, archive.start_dir
+    while struct.unpack_from("<I", data, central + 42)[0] != local:
+        central = data.index(b"PK\x01\x02", central + 46)
+    name_len, extra_len = struct.unpack_from("<HH", data, local + 26)
+    return local, central, local + 30 + name_len + extra_len
+
+
+def _damaged_member(
+    edit: Callable[[bytearray, tuple[int, int, int]], None], method: int = zipfile.ZIP_DEFLATED
+) -> bytes:
+    """A valid two-row bundle whose row 3 image 'gsu.png' is then edited in place."""
+    rows = [row("OK-001", "ok.png"), row("BAD-001", "gsu.png")]
+    members = {"manifest.csv": manifest_text(rows).encode(), "ok.png": valid_png()}
+    data = bytearray(_zip({**members, "gsu.png": valid_png(40)}, method))
+    edit(data, _headers(bytes(data), "gsu.png"))
+    return bytes(data)
+
+
+def _set_flag_and_method(
+    data: bytearray, offsets: tuple[int, int, int], flags: int, method: int
+) -> None:
+    """General-purpose flags and compression method, in both the local and central header."""
+    local, central, _ = offsets
+    struct.pack_into("<HH", data, local + 6, flags, method)
+    struct.pack_into("<HH", data, central + 8, flags, method)
+
+
+def _flip_byte(data: bytearray, offsets: tuple[int, int, int]) -> None:
+    data[offsets[2] + 100] ^= 0xFF
+
+
+def zip_bad_crc() -> bytes:
+    """One byte of the image flipped after its CRC-32 was recorded (stored, not deflated, so
+    the damage shows as a checksum mismatch only)."""
+    return _damaged_member(_flip_byte, zipfile.ZIP_STORED)
+
+
+def _reserved_block_type(data: bytearray, offsets: tuple[int, int, int]) -> None:
+    data[offsets[2]] = 0x07  # BFINAL 1, BTYPE 11 (reserved)
+
+
+def zip_corrupt_deflate() -> bytes:
+    """The deflate stream starts with a reserved block type: it cannot be inflated."""
+    return _damaged_member(_reserved_block_type)
+
+
+def zip_encrypted_flag() -> bytes:
+    """The member is flagged as encrypted (bit 0), as a password-protected zip is."""
+    return _damaged_member(lambda data, at: _set_flag_and_method(data, at, 0x1, 8))
+
+
+def zip_deflate64() -> bytes:
+    """The member declares Deflate64 (method 9), which Python's zipfile cannot unpack."""
+    return _damaged_member(lambda data, at: _set_flag_and_method(data, at, 0, 9))
+
+
+def zip_symlink() -> bytes:
+    """'gsu.png' is a Unix symbolic link member pointing outside the bundle."""
+    rows = [row("OK-001", "ok.png"), row("BAD-001", "gsu.png")]
+    data = _zip({"manifest.csv": manifest_text(rows).encode(), "ok.png": valid_png()})
+    buf = io.BytesIO(data)
+    with zipfile.ZipFile(buf, "a") as archive:
+        link = zipfile.ZipInfo("gsu.png", date_time=_ZIP_DATE)
+        link.create_system = 3
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "../../etc/passwd")
+    return buf.getvalue()
+
+
 CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
     ("empty.png", empty_file),
     ("truncated.png", truncated_png),
@@ -246,6 +339,14 @@ CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
     ("manifest_negative_height.zip", manifest_negative_height),
     ("manifest_bad_sex.zip", manifest_bad_sex),
     ("manifest_duplicate_codes.zip", manifest_duplicate_codes),
+    ("manifest_case_duplicate_codes.zip", manifest_case_duplicate_codes),
+    ("manifest_compact_dates.zip", manifest_compact_dates),
+    ("manifest_unclosed_quote.zip", manifest_unclosed_quote),
+    ("zip_bad_crc.zip", zip_bad_crc),
+    ("zip_corrupt_deflate.zip", zip_corrupt_deflate),
+    ("zip_encrypted_flag.zip", zip_encrypted_flag),
+    ("zip_deflate64.zip", zip_deflate64),
+    ("zip_symlink.zip", zip_symlink),
 )
 """(filename, builder): the whole corpus, in the order it is written."""
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.archive import BundleError, ZipBundle
+from core.cli import main as cli_main
 from core.images import load_pixels
 from core.importer import import_bundle
 from core.store import ImageStore
@@ -37,8 +38,48 @@ REFUSED_BUNDLES = {
     "manifest_negative_height.zip": ["row 3", "height_cm must be between 50 and 250 cm, got -170"],
     "manifest_bad_sex.zip": ["row 3", "sex must be M or F", "'X'"],
     "manifest_duplicate_codes.zip": ["row 4", "patient_code 'BAD-DUP' is also on row 3"],
+    "manifest_case_duplicate_codes.zip": [
+        "row 4",
+        "patient_code 'bad-dup' is also on row 3 as 'BAD-DUP' (codes ignore case)",
+    ],
+    "manifest_compact_dates.zip": [
+        "row 3",
+        "us_date must be a date written YYYY-MM-DD, got '20200301'",
+        "ct_date must be a date written YYYY-MM-DD, got '2020-W10-1'",
+    ],
+    "manifest_unclosed_quote.zip": [
+        "row 4",
+        "longer than 131,072 characters",
+        "a double quote",
+        "Save it again as CSV (UTF-8)",
+    ],
+    "zip_bad_crc.zip": [
+        "row 3, file 'gsu.png'",
+        "damaged in the zip",
+        "does not match the checksum",
+        "Create the zip again",
+    ],
+    "zip_corrupt_deflate.zip": [
+        "row 3, file 'gsu.png'",
+        "damaged in the zip",
+        "cannot be unpacked",
+        "Create the zip again",
+    ],
+    "zip_encrypted_flag.zip": [
+        "row 3, file 'gsu.png'",
+        "password-protected (encrypted)",
+        "Create the zip again without a password",
+    ],
+    "zip_deflate64.zip": [
+        "row 3, file 'gsu.png'",
+        "Deflate64",
+        "Create the zip again",
+    ],
+    "zip_symlink.zip": ["row 3, file 'gsu.png'", "symbolic links are not accepted"],
 }
 """Bundles: every phrase must appear in the messages."""
+LIBRARY_WORDS = ("BadZipFile", "CRC-32", "Error -3", "field limit", "Traceback", "NotImplemented")
+"""What the zip and csv modules say: a radiologist must never be shown these."""
 IMPORTED = {
     "cmyk.jpg": ("jpeg", 64, 48),
     "exif_rotated.jpg": ("jpeg", 48, 64),
@@ -100,6 +141,7 @@ def test_refused_with_row_file_and_reason_and_nothing_remains(
         expected = REFUSED_BUNDLES[name]
     for phrase in expected:
         assert phrase in text, (phrase, messages)
+    assert not [word for word in LIBRARY_WORDS if word in text], messages
     counts = _row_counts(db)
     assert set(counts.values()) == {0}, counts
     assert _store_entries(store) == []
@@ -121,3 +163,19 @@ def test_read_correctly_and_stored_once(
     assert (image.width, image.height) == (width, height)
     assert [e for e in _store_entries(store) if "/" in e] == stored
     assert load_pixels(store, image.path).shape[:2] == (height, width)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BUNDLES))
+def test_cli_gives_the_same_sentence_and_exit_1(
+    corpus: dict[str, bytes], db: Database, store: ImageStore, name: str, tmp_path, capsys
+) -> None:
+    """``python -m core import`` reads the zip from disk (not whole) and prints the reasons."""
+    path = tmp_path / name
+    path.write_bytes(corpus[name])
+    assert cli_main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    for phrase in REFUSED_BUNDLES[name]:
+        assert phrase in err, (phrase, err)
+    assert not [word for word in LIBRARY_WORDS if word in err], err
+    assert set(_row_counts(db).values()) == {0}
+    assert _store_entries(store) == []

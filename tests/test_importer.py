@@ -1,17 +1,31 @@
-"""Case import: each image kind, de-identification on disk, duplicates, all-or-nothing."""
+"""Case import: each image kind, de-identification on disk, duplicates, all-or-nothing,
+one decoded image at a time, folders and links, codes ignoring case, strict dates."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import time
+import weakref
+from pathlib import Path
+
 import pydicom
 import pytest
+from alembic import command
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
-from core.archive import ZipBundle
+from core import imageio, importer
+from core.archive import ZipBundle, open_bundle
 from core.cli import main as cli_main
 from core.importer import import_bundle
+from core.maintenance import ORPHAN_GRACE, sweep_orphans
+from core.manifest import FieldError, check_date
+from core.store import STAGING_DIR
+from db.migrate import alembic_config
 from db.models import AuditEvent, CtMeasurement, Image, Patient
-from tests.bundles import jpeg_bytes, make_zip, png_bytes, row
+from tests.bundles import jpeg_bytes, make_zip, manifest_text, png_bytes, row
 from tests.dicom_factory import make_dicom
 
 PHI = (b"Doe", b"123456", b"Real Hospital")
@@ -137,3 +151,195 @@ def test_cli_import_exits_non_zero_and_reports(db, store, tmp_path, capsys):
     good.write_bytes(make_zip([row("P1", "a.png")], {"a.png": png_bytes(1)}))
     assert cli_main(["import", str(good)]) == 0
     assert _counts(db) == (1, 1, 1)
+
+
+def _bundle_of(n: int) -> tuple[list[dict[str, str]], dict[str, bytes]]:
+    rows = [row(f"P{i:03d}", f"g{i}.png", f"s{i}.png") for i in range(n)]
+    files = {f"g{i}.png": png_bytes(2 * i) for i in range(n)}
+    files |= {f"s{i}.png": png_bytes(2 * i + 1) for i in range(n)}
+    return rows, files
+
+
+def test_import_holds_one_decoded_image_at_a_time(db, store, monkeypatch):
+    """Each decoded image is gone before the next is decoded; files wait in staging."""
+    live: list[weakref.ref] = []
+    most_alive = 0
+    decode = imageio.decode_image
+
+    def tracked(*args, **kwargs):
+        nonlocal most_alive
+        most_alive = max(most_alive, sum(ref() is not None for ref in live))
+        decoded = decode(*args, **kwargs)
+        live.append(weakref.ref(decoded))
+        return decoded
+
+    outside_staging: list[list[str]] = []
+
+    def progress(done: int, total: int) -> None:
+        files = [p for p in _stored_files(store) if STAGING_DIR not in p.parts]
+        outside_staging.append([p.name for p in files])
+
+    monkeypatch.setattr(imageio, "decode_image", tracked)
+    rows, files = _bundle_of(6)
+    report = import_bundle(ZipBundle(make_zip(rows, files)), db, store, progress=progress)
+    assert report.imported == [f"P{i:03d}" for i in range(6)]
+    assert len(live) == 12 and most_alive == 0
+    assert outside_staging == [[]] * 6, "files reached the store before every check passed"
+    assert len(_stored_files(store)) == 12
+    assert not (store.root / STAGING_DIR).exists()
+
+
+def test_total_decoded_pixels_of_a_bundle_are_capped(db, store, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_BUNDLE_PIXELS", 3 * 96 * 128)
+    rows, files = _bundle_of(2)
+    report = import_bundle(ZipBundle(make_zip(rows, files)), db, store, skip_invalid=True)
+    assert not report.committed
+    (problem,) = report.problems
+    assert "more than 36,864 pixels in all" in problem.reason
+    assert "passed at row 3" in problem.reason and "smaller bundles" in problem.reason
+    assert _counts(db) == (0, 0, 0)
+    assert list(store.root.iterdir()) == []
+
+
+def test_a_failed_transaction_leaves_no_file_and_no_staging(db, store, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(importer, "_add_case", broken)
+    rows, files = _bundle_of(3)
+    with pytest.raises(RuntimeError):
+        import_bundle(ZipBundle(make_zip(rows, files)), db, store)
+    assert _counts(db) == (0, 0, 0)
+    assert _stored_files(store) == []
+    assert not (store.root / STAGING_DIR).exists()
+
+
+def test_codes_are_unique_ignoring_case(db, store):
+    first = make_zip([row("BAD-DUP", "a.png")], {"a.png": png_bytes(1)})
+    assert import_bundle(ZipBundle(first), db, store).imported == ["BAD-DUP"]
+    second = make_zip([row("bad-dup", "b.png")], {"b.png": png_bytes(2)})
+    report = import_bundle(ZipBundle(second), db, store)
+    assert not report.committed
+    assert "differs only in upper/lower case from the stored patient 'BAD-DUP'" in str(
+        report.problems[0]
+    )
+    same = make_zip([row("bad-dup", "a.png")], {"a.png": png_bytes(1)})
+    assert "'BAD-DUP'" in import_bundle(ZipBundle(same), db, store).problems[0].reason
+    assert _counts(db) == (1, 1, 1)
+
+
+def test_database_refuses_codes_differing_only_in_case(db):
+    def add(code: str):
+        return lambda session: session.add(Patient(code=code, sex="F", age=60, height_cm=160))
+
+    db.write(add("Case-1"))
+    with pytest.raises(IntegrityError):
+        db.write(add("CASE-1"))
+
+
+def test_a_code_stored_by_another_import_meanwhile_is_refused_cleanly(db, store, monkeypatch):
+    """Another import commits 'p000' after this one checked 'P000': the index refuses it."""
+    store_cases = importer.store_cases
+
+    def after_a_concurrent_import(*args, **kwargs):
+        db.write(lambda s: s.add(Patient(code="p000", sex="M", age=50, height_cm=170)))
+        return store_cases(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "store_cases", after_a_concurrent_import)
+    rows, files = _bundle_of(2)
+    report = import_bundle(ZipBundle(make_zip(rows, files)), db, store)
+    assert not report.committed
+    assert "Another import stored one of these patients" in report.problems[0].reason
+    assert _counts(db) == (1, 0, 0)
+    assert _stored_files(store) == []
+
+
+def test_migration_names_codes_that_differ_only_in_case(db):
+    cfg = alembic_config(db.url)
+    command.downgrade(cfg, "0003")
+    with db.engine.begin() as conn:
+        for code in ("Knee-7", "KNEE-7"):
+            conn.execute(
+                text(
+                    "INSERT INTO patient (code, sex, age, height_cm, synthetic, created_at) "
+                    "VALUES (:code, 'F', 50, 160, :no, :at)"
+                ),
+                {"code": code, "no": False, "at": dt.datetime(2020, 1, 1)},
+            )
+    with pytest.raises(RuntimeError, match="differ only in case: knee-7"):
+        command.upgrade(cfg, "0004")
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM patient WHERE code = 'KNEE-7'"))
+    command.upgrade(cfg, "head")
+
+
+@pytest.mark.parametrize(
+    "value", ["20200301", "2020-W10-1", "2020-061", "2020-3-1", "２０２０-03-01"]
+)
+def test_dates_must_be_written_yyyy_mm_dd(value):
+    with pytest.raises(FieldError, match="YYYY-MM-DD"):
+        check_date("us_date", value)
+    assert check_date("us_date", " 2020-03-01 ") == dt.date(2020, 3, 1)
+
+
+def _folder(root: Path, rows: list[dict[str, str]], files: dict[str, bytes]) -> Path:
+    root.mkdir()
+    (root / "manifest.csv").write_text(manifest_text(rows))
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_folder_is_listed_once(db, store, tmp_path, monkeypatch):
+    """A folder bundle is listed once, not once per file looked up (quadratic before)."""
+    rows, files = _bundle_of(8)
+    root = _folder(tmp_path / "bundle", rows, {f"img/{k}": v for k, v in files.items()})
+    for r in rows:
+        r["gsu_file"], r["swe_file"] = f"img/{r['gsu_file']}", f"img/{r['swe_file']}"
+    (root / "manifest.csv").write_text(manifest_text(rows))
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counting(path=".", *args):
+        if str(path).startswith(str(tmp_path)):
+            listed.append(str(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    report = import_bundle(open_bundle(root), db, store)
+    assert report.imported == [r["patient_code"] for r in rows]
+    assert sorted(listed) == [str(root), str(root / "img")]
+
+
+def test_symbolic_links_in_a_folder_are_refused_by_name(db, store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.png").write_bytes(png_bytes(9))
+    (elsewhere / "manifest.csv").write_text(manifest_text([row("P1", "a.png")]))
+    rows = [row("P1", "a.png"), row("P2", "linked.png"), row("P3", "dir/b.png")]
+    root = _folder(tmp_path / "bundle", rows, {"a.png": png_bytes(1)})
+    (root / "linked.png").symlink_to(elsewhere / "secret.png")
+    (root / "dir").symlink_to(elsewhere)
+    (elsewhere / "b.png").write_bytes(png_bytes(2))
+    report = import_bundle(open_bundle(root), db, store)
+    assert not report.committed
+    assert {(p.row, p.file) for p in report.problems} == {(3, "linked.png"), (4, "dir/b.png")}
+    assert all("symbolic links are not accepted" in p.reason for p in report.problems)
+    (root / "manifest.csv").unlink()
+    (root / "manifest.csv").symlink_to(elsewhere / "manifest.csv")
+    report = import_bundle(open_bundle(root), db, store)
+    assert "manifest.csv is a link: symbolic links are not accepted" in report.problems[0].reason
+    assert _counts(db) == (0, 0, 0)
+
+
+def test_stale_staging_is_swept_and_a_live_one_kept(db, store):
+    stale, live = store.staging(), store.staging()
+    old = stale.write(b"left by a killed import", ".png")
+    live.write(b"still checking", ".png")
+    past = time.time() - 2 * ORPHAN_GRACE.total_seconds()
+    os.utime(old, (past, past))
+    os.utime(stale.folder, (past, past))
+    swept = sweep_orphans(db, store)
+    assert swept == [old.relative_to(store.root).as_posix()]
+    assert not stale.folder.exists() and live.folder.exists()
