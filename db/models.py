@@ -179,6 +179,34 @@ class ConsensusGrade(Base):
     decided_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class SupersededConsensus(Base):
+    """A consensus that no longer holds: a counted grade saved after it contradicted it.
+
+    ``consensus_grade`` holds only the consensus in force (one per image), so every query
+    that reads it stays correct; the old decision is kept here, with its box, what
+    superseded it and when (``db.consensus_rules``), and an audit row records the move.
+    """
+
+    __tablename__ = "superseded_consensus"
+    __table_args__ = (
+        CheckConstraint("grade BETWEEN 0 AND 3", name="range"),
+        Index("ix_superseded_consensus_image", "image_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    grade: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(16))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("reader.id"))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    box: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The consensus box removed with it (x, y, w, h), if there was one."""
+    superseded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("reader.id"))
+    """The reader whose grade contradicted the consensus."""
+    reason: Mapped[str] = mapped_column(String(300))
+
+
 class CropBox(Base):
     """A crop box in source-image pixels; ``owner_key`` is 'reader:<id>', 'auto' or 'consensus'."""
 
