@@ -111,3 +111,41 @@ def test_bad_idle_setting_is_refused_with_its_name(monkeypatch, value):
     monkeypatch.setenv("SARCOPENIA_IDLE_MINUTES", value)
     with pytest.raises(ValueError, match="SARCOPENIA_IDLE_MINUTES must be a positive number"):
         config.idle_timeout()
+
+
+def test_upgrading_a_demo_database_flags_its_demo_accounts(db):
+    """Migration 0005 on a database with rows: existing demo accounts get the flag, and the
+    reader table is altered in place (its grades and audit rows keep their keys)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from db.migrate import alembic_config, upgrade
+
+    command.downgrade(alembic_config(db.url), "0004")
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reader (username, display_name, role, active, created_at) VALUES "
+                "('admin', 'Demo administrator', 'admin', :t, :now), "
+                "('dr.real', 'Dr Real', 'reader', :t, :now)"
+            ),
+            {"t": True, "now": T0},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO patient (code, sex, age, height_cm, synthetic, created_at) "
+                "VALUES ('DEMO-001', 'F', 70, 155.0, :t, :now)"
+            ),
+            {"t": True, "now": T0},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO audit_event (at, actor_id, actor, action, entity) "
+                "VALUES (:now, 1, 'admin', 'x', 'reader')"
+            ),
+            {"now": T0},
+        )
+    upgrade(db.url)
+    with db.engine.connect() as conn:
+        flags = dict(conn.execute(text("SELECT username, demo FROM reader")).all())
+    assert flags == {"admin": True, "dr.real": False}

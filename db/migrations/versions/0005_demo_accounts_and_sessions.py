@@ -24,8 +24,11 @@ DEMO_USERNAMES = ("admin", "radiologist1", "radiologist2", "sim_reader_a", "sim_
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("reader") as batch:
-        batch.add_column(sa.Column("demo", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A plain ADD COLUMN: batch mode would copy and drop ``reader`` on SQLite, which the
+    # foreign keys of grades and audit rows refuse.
+    op.add_column(
+        "reader", sa.Column("demo", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
     bind = op.get_bind()
     real_patients = bind.execute(
         sa.text("SELECT COUNT(*) FROM patient WHERE synthetic = :no"), {"no": False}
@@ -61,5 +64,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_user_session_reader", table_name="user_session")
     op.drop_table("user_session")
-    with op.batch_alter_table("reader") as batch:
-        batch.drop_column("demo")
+    op.drop_column("reader", "demo")
