@@ -14,10 +14,12 @@ Design (one workstation, or several machines on one shared database):
 - When a run ends (done, failed or cancelled), its process calls ``dispatch_queue`` before
   it exits, so the next queued run starts without anyone watching. ``python -m core train
   --worker`` drains the queue in the foreground instead.
-- A process that dies without a word (kill -9, power cut) leaves a ``running`` row behind;
-  ``reap_dead_runs`` marks it ``failed`` when its pid is gone. Each row's progress records
-  the host and the process start time, so a run on another machine is never reaped here and
-  a reused pid is not mistaken for the trainer.
+- A process that dies without a word (kill -9, power cut) leaves a ``running`` row behind,
+  and cannot start the next run. ``reap_dead_runs`` marks it ``failed`` when its pid is
+  gone and then starts queued runs in the freed slots; the app calls it on start, on every
+  page load of the training pages and once a second in the Training page's live panel.
+  Each row's progress records the host and the process start time, so a run on another
+  machine is never reaped here and a reused pid is not mistaken for the trainer.
 """
 
 from __future__ import annotations
@@ -141,20 +143,18 @@ def _is_dead(run: TrainingRun) -> bool:
     return run.status in ("queued", "running") and not _owner_alive(run)
 
 
-def reap_dead_runs(db: Database) -> int:
-    """Mark ``failed`` every local run whose training process is gone; returns how many.
+_UNFINISHED = select(TrainingRun).where(TrainingRun.status.in_(("running", "queued")))
 
-    Called when the app or the CLI starts, and before each dispatch. Only reads unless some
-    run needs reaping.
-    """
-    unfinished = select(TrainingRun).where(TrainingRun.status.in_(("running", "queued")))
+
+def _fail_dead_runs(db: Database) -> int:
+    """Mark ``failed`` every local run whose training process is gone; returns how many."""
     with db.read() as session:
-        if not any(_is_dead(run) for run in session.scalars(unfinished)):
+        if not any(_is_dead(run) for run in session.scalars(_UNFINISHED)):
             return 0
 
     def work(session) -> int:
         count = 0
-        for run in session.scalars(unfinished).all():
+        for run in session.scalars(_UNFINISHED).all():
             if not _is_dead(run):
                 continue
             if run.status == "running":
@@ -171,6 +171,29 @@ def reap_dead_runs(db: Database) -> int:
         return count
 
     return db.write(work)
+
+
+def _queue_waits(runs: Sequence[TrainingRun], now: dt.datetime, limit: int) -> bool:
+    """A queued run nobody is starting, while fewer than ``limit`` runs train or start."""
+    queued = [run for run in runs if run.status == "queued"]
+    busy = sum(run.status == "running" for run in runs) + sum(_reserved(r, now) for r in queued)
+    return busy < limit and any(not r.cancel_requested and not _reserved(r, now) for r in queued)
+
+
+def reap_dead_runs(db: Database, launch: Callable[[int, Database], int] | None = None) -> int:
+    """Fail every local run whose training process is gone, then start queued runs in the
+    free slots; returns how many runs were failed.
+
+    A killed trainer cannot start the next run itself, so without the second step the queue
+    would wait for the next submission. Cheap enough to poll: two reads unless a run needs
+    reaping or a queued run can start.
+    """
+    failed = _fail_dead_runs(db)
+    with db.read() as session:
+        waits = _queue_waits(session.scalars(_UNFINISHED).all(), utcnow(), max_concurrent_runs())
+    if waits:
+        dispatch_queue(db, launch or start_run_process)
+    return failed
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,7 +282,7 @@ def dispatch_queue(
     db: Database, launch: Callable[[int, Database], int] = start_run_process
 ) -> list[int]:
     """Start processes for the oldest queued runs while slots are free; returns their ids."""
-    reap_dead_runs(db)
+    _fail_dead_runs(db)
     limit = max_concurrent_runs()
     host = socket.gethostname()
 
@@ -325,7 +348,7 @@ def claim_run(db: Database, run_id: int, *, release_if_busy: bool = True) -> boo
 
 def claim_next(db: Database) -> int | None:
     """Claim the oldest queued run nobody is starting (``--worker``); None when none is free."""
-    reap_dead_runs(db)
+    _fail_dead_runs(db)
     now = utcnow()
     with db.read() as session:
         candidates = [

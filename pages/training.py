@@ -33,7 +33,6 @@ from pages.components import get_db, require_admin, runs_table, show_table
 
 require_admin()
 db = get_db()
-reap_dead_runs(db)
 st.title("Training")
 
 
@@ -143,7 +142,12 @@ if submitted:
 
 @st.fragment(run_every=1.0)
 def live_runs() -> None:
-    """Polls the database every second; the only state shown is what the rows say."""
+    """Polls the database every second; the only state shown is what the rows say.
+
+    Each poll also checks that the trainers are alive: a killed one is failed within a
+    second, and the next queued run starts in its slot.
+    """
+    reap_dead_runs(db)
     with db.read() as session:
         runs = active_runs(session)
         recent = list_runs(session, statuses=FINISHED_STATUSES, limit=5)

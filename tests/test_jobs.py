@@ -28,6 +28,7 @@ from core.jobs import (
     reap_dead_runs,
     start_run_process,
     study_grid,
+    submit_run,
 )
 from core.train import TrainSettings, process_tag
 from db.engine import Database
@@ -228,6 +229,55 @@ def test_a_killed_training_process_is_marked_failed(db):
     run = _run(db, run_id)
     assert run.status == "failed"
     assert run.error == f"the training process ended unexpectedly (pid {pid})"
+
+
+def test_killing_the_trainer_fails_its_run_and_starts_the_queued_one(db, monkeypatch):
+    """Issue 13: a killed trainer cannot start the next run, so the reaper must."""
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    long = TrainSettings(**{**TINY.to_dict(), "epochs": 200})
+    first, second = submit_run(db, long), submit_run(db, long)
+    pids: list[int] = []
+    try:
+        _wait_for(
+            lambda: _run(db, first).status == "running",
+            120,
+            f"the first run to train; log: {jobs.log_path(first)}",
+        )
+        pids.append(_run(db, first).pid)
+        assert _run(db, second).status == "queued"
+        os.kill(pids[0], signal.SIGKILL)
+        _wait_for(lambda: not pid_alive(pids[0]), 10, "the trainer to die")
+        assert reap_dead_runs(db) == 1
+        dead = _run(db, first)
+        assert dead.status == "failed"
+        assert dead.error == f"the training process ended unexpectedly (pid {pids[0]})"
+        started = _run(db, second)
+        assert started.progress["phase"] == "starting" and started.pid is not None
+        pids.append(started.pid)
+        _wait_for(
+            lambda: _run(db, second).status == "running",
+            120,
+            f"the queued run to train; log: {jobs.log_path(second)}",
+        )
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def test_the_reaper_starts_a_queue_left_waiting_with_a_free_slot(db, monkeypatch):
+    """A queued run whose dispatcher died (its reservation expired) starts on the next poll."""
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    launched: list[int] = []
+    launch = _fake_launch(launched)
+    waiting = create_run(db, TINY)
+    _set(db, waiting, progress={"phase": "starting", "reserved_at": "2000-01-01T00:00:00"})
+    assert reap_dead_runs(db, launch) == 0
+    assert launched == [waiting]
+    assert reap_dead_runs(db, launch) == 0
+    assert launched == [waiting]
 
 
 def _parser() -> argparse.ArgumentParser:
