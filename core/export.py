@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from core import config, labels, manifest
 from core.boxes import Box
 from core.crop import crop
+from core.csv_safety import csv_text, restore_cell
 from core.dataset import ArrayCache, CaseImage, decoded_swe_crop
 from core.features import ECHO_PERCENTILES, echo_intensity
 from core.images import load_pixels
@@ -649,7 +650,13 @@ def data_dictionary(columns: Iterable[str]) -> pd.DataFrame:
 
 
 def labeled_csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode("utf-8")
+    """The labeled CSV; free-text cells a spreadsheet would run as formulas are neutralized
+    (``core.csv_safety``), and ``import_metadata`` undoes that."""
+    return csv_text(frame).encode("utf-8")
+
+
+def dictionary_csv(columns: Iterable[str]) -> str:
+    return csv_text(data_dictionary(columns))
 
 
 def export_zip(
@@ -673,7 +680,7 @@ def export_zip(
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(LABELED_NAME, labeled_csv(frame))
-        archive.writestr(DICTIONARY_NAME, data_dictionary(frame.columns).to_csv(index=False))
+        archive.writestr(DICTIONARY_NAME, dictionary_csv(frame.columns))
         archive.writestr("README.txt", _readme(len(frame), run_ids))
     return buffer.getvalue()
 
@@ -707,7 +714,7 @@ def figure_png(fig: go.Figure, *, width: int = 900, height: int = 650, scale: fl
 
 def table_csv(table: pd.DataFrame) -> bytes:
     """A table (e.g. Table 1) as CSV with its row labels; notes appended as comment lines."""
-    text = table.to_csv(index=True)
+    text = csv_text(table, index=True)
     notes = table.attrs.get("notes") or []
     source = table.attrs.get("source")
     extra = [f"# {line}" for line in ([source] if source else []) + list(notes)]
@@ -732,6 +739,7 @@ def import_metadata(db: Database, csv: str | bytes | Path, *, actor: Reader | No
     else:
         text = csv
     frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False)
+    frame = frame.map(restore_cell).rename(columns=restore_cell)
     required = [c for c in METADATA_COLUMNS if c != "synthetic"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -839,7 +847,7 @@ def write_export(
         frame = labeled_frame(db, store, run_ids, image_features=image_features, progress=progress)
         dictionary = out.with_name(f"{out.stem}-dictionary.csv")
         out.write_bytes(labeled_csv(frame))
-        dictionary.write_text(data_dictionary(frame.columns).to_csv(index=False))
+        dictionary.write_text(dictionary_csv(frame.columns))
         return [out, dictionary]
     out.write_bytes(
         export_zip(db, store, run_ids, image_features=image_features, progress=progress)

