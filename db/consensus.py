@@ -3,7 +3,9 @@
 Where every reader agrees, the consensus is recorded automatically (method
 ``agreement``); otherwise an admin adjudicates (method ``adjudication``). A consensus is
 decided once: a second decision for the same image is refused (optimistic check plus the
-unique constraint), so two adjudicators in two tabs cannot overwrite each other.
+unique constraint), so two adjudicators in two tabs cannot overwrite each other. A grade
+saved later that contradicts it supersedes it (``db.consensus_rules``, which also says
+which grades count) and the image returns to the queue.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from sqlalchemy.orm import Session
 
 from core.boxes import Box
 from db import audit
+from db.consensus_rules import MIN_READERS, counted
 from db.grading import CONSENSUS_OWNER, image_info, save_box
 from db.models import ConsensusGrade, CropBox, Grade, Image, Patient, Reader
-
-MIN_READERS = 2
 
 
 class ConsensusConflict(RuntimeError):
@@ -63,7 +64,7 @@ def pending_images(
         .join(Image, Image.id == Grade.image_id)
         .join(Patient, Patient.id == Image.patient_id)
         .join(Reader, Reader.id == Grade.reader_id)
-        .where(Image.modality == "GSU", Grade.image_id.not_in(decided))
+        .where(Image.modality == "GSU", Grade.image_id.not_in(decided), counted())
         .order_by(Patient.code, Reader.username)
     )
     if graded_by is not None:

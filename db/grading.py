@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.boxes import Box, validate_box
 from db import audit
+from db.consensus_rules import supersede_if_contradicted
 from db.models import ConsensusGrade, CropBox, Grade, Image, Patient, Reader
 
 AUTO_OWNER = "auto"
@@ -161,7 +162,10 @@ def unblinded_view(session: Session, image_id: int, viewer: Reader) -> Unblinded
 
 
 def save_grade(session: Session, image_id: int, reader: Reader, grade: int) -> bool:
-    """Create or change this reader's grade; returns True when something changed (audited)."""
+    """Create or change this reader's grade; returns True when something changed (audited).
+
+    A grade that contradicts the recorded consensus supersedes it (``db.consensus_rules``).
+    """
     if grade not in (0, 1, 2, 3):
         raise GradingError(f"A grade is 0, 1, 2 or 3; got {grade!r}.")
     info = image_info(session, image_id)
@@ -173,6 +177,7 @@ def save_grade(session: Session, image_id: int, reader: Reader, grade: int) -> b
     if row is not None and row.grade == grade:
         return False
     before = {"grade": row.grade} if row else None
+    counted_before = row.grade if row is not None and not row.uncertain else None
     if row is None:
         row = Grade(image_id=image_id, reader_id=reader.id, grade=grade)
         session.add(row)
@@ -189,6 +194,7 @@ def save_grade(session: Session, image_id: int, reader: Reader, grade: int) -> b
         before=before,
         after={"grade": grade, "image_id": image_id},
     )
+    supersede_if_contradicted(session, image_id, reader, counted_before, grade)
     return True
 
 
