@@ -58,3 +58,16 @@ def validate_box(box: Box, width: int, height: int, min_side: int = MIN_BOX_SIDE
             "Draw a larger box."
         )
     return None
+
+
+def clamp_box(box: Box, width: int, height: int) -> Box:
+    """The part of ``box`` inside a ``width``×``height`` image (a drag past the edge stops there).
+
+    Sides are normalized first, so a box dragged right-to-left is handled the same way.
+    The result may be empty (w or h 0) when the box lies wholly outside.
+    """
+    x1, x2 = sorted((box.x, box.x2))
+    y1, y2 = sorted((box.y, box.y2))
+    x1, x2 = min(max(x1, 0), width), min(max(x2, 0), width)
+    y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
+    return Box(x1, y1, x2 - x1, y2 - y1)

@@ -75,3 +75,30 @@ def draw_boxes(rgb: np.ndarray, boxes: list[Box | None], thickness: int = 2) -> 
             color = BOX_COLORS[index % len(BOX_COLORS)]
             cv2.rectangle(out, (box.x, box.y), (box.x2 - 1, box.y2 - 1), color, thickness)
     return out
+
+
+GRADING_PANEL_PX = 280
+"""Width of the grade panel beside the images."""
+SIDE_BY_SIDE_MIN_PX = 1000
+"""Narrower main areas show GSU and SWE as tabs: two images would each be too small."""
+_COLUMN_GAP_PX = 16
+
+
+@dataclass(frozen=True)
+class GradingLayout:
+    side_by_side: bool
+    image_width: int
+    image_height: int
+
+
+def grading_layout(main_width: int, viewport_height: int) -> GradingLayout:
+    """GSU and SWE side by side when the main area is wide enough, else tabs.
+
+    Each image gets the width its column has and a height that keeps the whole
+    image on screen at zoom 1.
+    """
+    side_by_side = main_width >= SIDE_BY_SIDE_MIN_PX
+    images = main_width - GRADING_PANEL_PX - _COLUMN_GAP_PX
+    if side_by_side:
+        images = (images - _COLUMN_GAP_PX) // 2
+    return GradingLayout(side_by_side, max(images, 240), max(viewport_height - 260, 320))

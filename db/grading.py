@@ -49,18 +49,34 @@ def next_ungraded(session: Session, reader_id: int, after_code: str | None = Non
     return row.id if row else None
 
 
-def progress(session: Session, reader_id: int) -> tuple[int, int]:
-    """(GSU images graded by this reader, GSU images in total)."""
+@dataclass(frozen=True)
+class Progress:
+    """How far a reader is: GSU images graded (uncertain ones included) of all GSU images."""
+
+    done: int
+    total: int
+    uncertain: int
+
+
+def progress(session: Session, reader_id: int) -> Progress:
+    """Counts for the reader's progress bar; uncertain grades count as done but are shown."""
     total = session.scalar(select(func.count(Image.id)).where(Image.modality == "GSU")) or 0
-    done = (
-        session.scalar(
-            select(func.count(Grade.id))
-            .join(Image, Image.id == Grade.image_id)
-            .where(Grade.reader_id == reader_id, Image.modality == "GSU")
-        )
-        or 0
-    )
-    return done, total
+    done, uncertain = session.execute(
+        select(func.count(Grade.id), func.count(Grade.id).filter(Grade.uncertain))
+        .join(Image, Image.id == Grade.image_id)
+        .where(Grade.reader_id == reader_id, Image.modality == "GSU")
+    ).one()
+    return Progress(done or 0, total, uncertain or 0)
+
+
+def neighbour_case(session: Session, code: str, step: int) -> int | None:
+    """The GSU image of the patient just before (``step=-1``) or after (``+1``) ``code``."""
+    stmt = select(Image.id).join(Patient).where(Image.modality == "GSU")
+    if step < 0:
+        stmt = stmt.where(Patient.code < code).order_by(Patient.code.desc())
+    else:
+        stmt = stmt.where(Patient.code > code).order_by(Patient.code)
+    return session.scalar(stmt.limit(1))
 
 
 def gsu_image_of(session: Session, code: str) -> int | None:
@@ -104,6 +120,21 @@ def own_grade(session: Session, image_id: int, reader_id: int) -> int | None:
     return session.scalar(
         select(Grade.grade).where(Grade.image_id == image_id, Grade.reader_id == reader_id)
     )
+
+
+@dataclass(frozen=True)
+class OwnGrade:
+    grade: int
+    uncertain: bool
+    comment: str | None
+
+
+def own_entry(session: Session, image_id: int, reader_id: int) -> OwnGrade | None:
+    """The reader's grade with its uncertain flag and comment, to prefill the page."""
+    row = session.scalar(
+        select(Grade).where(Grade.image_id == image_id, Grade.reader_id == reader_id)
+    )
+    return OwnGrade(row.grade, row.uncertain, row.comment) if row else None
 
 
 def _box_of(session: Session, image_id: int, owner: str) -> CropBox | None:
@@ -161,28 +192,55 @@ def unblinded_view(session: Session, image_id: int, viewer: Reader) -> Unblinded
     )
 
 
-def save_grade(session: Session, image_id: int, reader: Reader, grade: int) -> bool:
+COMMENT_MAX = 500
+
+
+def _grade_dict(grade: int, uncertain: bool, comment: str | None) -> dict:
+    """A grade for the audit trail; the flag and comment appear only when set."""
+    out: dict = {"grade": grade}
+    if uncertain:
+        out["uncertain"] = True
+    if comment:
+        out["comment"] = comment
+    return out
+
+
+def save_grade(
+    session: Session,
+    image_id: int,
+    reader: Reader,
+    grade: int,
+    *,
+    uncertain: bool = False,
+    comment: str | None = None,
+) -> bool:
     """Create or change this reader's grade; returns True when something changed (audited).
 
+    An uncertain grade is kept out of consensus until it is saved again without the flag.
     A grade that contradicts the recorded consensus supersedes it (``db.consensus_rules``).
     """
     if grade not in (0, 1, 2, 3):
         raise GradingError(f"A grade is 0, 1, 2 or 3; got {grade!r}.")
+    comment = (comment or "").strip() or None
+    if comment is not None and len(comment) > COMMENT_MAX:
+        raise GradingError(
+            f"The comment has {len(comment)} characters; shorten it to {COMMENT_MAX} or fewer."
+        )
     info = image_info(session, image_id)
     if info.modality != "GSU":
         raise GradingError("Echogenicity is graded on the gray-scale (GSU) image.")
     row = session.scalar(
         select(Grade).where(Grade.image_id == image_id, Grade.reader_id == reader.id)
     )
-    if row is not None and row.grade == grade:
+    after = _grade_dict(grade, uncertain, comment)
+    before = _grade_dict(row.grade, row.uncertain, row.comment) if row else None
+    if before == after:
         return False
-    before = {"grade": row.grade} if row else None
     counted_before = row.grade if row is not None and not row.uncertain else None
     if row is None:
         row = Grade(image_id=image_id, reader_id=reader.id, grade=grade)
         session.add(row)
-    else:
-        row.grade = grade
+    row.grade, row.uncertain, row.comment = grade, uncertain, comment
     session.flush()
     audit.record(
         session,
@@ -192,9 +250,11 @@ def save_grade(session: Session, image_id: int, reader: Reader, grade: int) -> b
         entity_id=row.id,
         patient_id=info.patient_id,
         before=before,
-        after={"grade": grade, "image_id": image_id},
+        after={**after, "image_id": image_id},
     )
-    supersede_if_contradicted(session, image_id, reader, counted_before, grade)
+    supersede_if_contradicted(
+        session, image_id, reader, counted_before, None if uncertain else grade
+    )
     return True
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from core.display import png_bytes, reading_view
+from core.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
 from core.images import decode_stored
 
 
@@ -22,3 +22,12 @@ def test_window_level_changes_display_only():
     darker = reading_view(rgb, 1.0, level=0.7, window=1.0)
     assert darker.max() < 100
     assert rgb.max() == 100
+
+
+def test_wide_screens_show_gsu_and_swe_side_by_side_and_narrow_ones_tabs():
+    wide = grading_layout(1220, 1100)
+    narrow = grading_layout(600, 800)
+    assert wide.side_by_side and not narrow.side_by_side
+    assert 2 * wide.image_width + GRADING_PANEL_PX < 1220
+    assert narrow.image_width + GRADING_PANEL_PX < 600
+    assert wide.image_height == 840

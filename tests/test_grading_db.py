@@ -17,8 +17,12 @@ from db.consensus import (
 from db.grading import (
     BlindingError,
     GradingError,
+    OwnGrade,
+    Progress,
+    neighbour_case,
     next_ungraded,
     own_box,
+    own_entry,
     progress,
     save_box,
     save_grade,
@@ -71,7 +75,7 @@ def test_queue_moves_to_the_next_ungraded_image(db, cohort):
         assert next_ungraded(s, r["a"].id) == gsu[1]
         assert next_ungraded(s, r["a"].id, after_code="P1") == gsu[2]
         assert next_ungraded(s, r["b"].id) == gsu[0]
-        assert progress(s, r["a"].id) == (1, 3)
+        assert progress(s, r["a"].id) == Progress(1, 3, 0)
 
 
 def test_blinding_hides_other_grades_until_own_submission(db, cohort):
@@ -183,3 +187,49 @@ def test_reader_pairs_collects_common_images(db, cohort):
         (pair,) = reader_pairs(s)
     assert (pair.reader_a, pair.reader_b) == ("a", "b")
     assert pair.grades_a == [1, 1, 0] and pair.grades_b == [1, 2, 0]
+
+
+def test_uncertain_grade_is_stored_counted_and_kept_out_of_consensus(db, cohort):
+    gsu, r = cohort
+    _grade(db, gsu[0], r["a"], 2)
+    db.write(
+        lambda s: save_grade(
+            s, gsu[0], s.merge(r["b"]), 1, uncertain=True, comment="  shadowing artefact  "
+        )
+    )
+    with db.read() as s:
+        assert own_entry(s, gsu[0], r["b"].id) == OwnGrade(1, True, "shadowing artefact")
+        assert progress(s, r["b"].id) == Progress(1, 3, 1)
+        assert disagreements(s) == []
+        last = s.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()))
+    assert last.after == {
+        "grade": 1,
+        "uncertain": True,
+        "comment": "shadowing artefact",
+        "image_id": gsu[0],
+    }
+    assert db.write(auto_agree) == 0
+
+    db.write(lambda s: save_grade(s, gsu[0], s.merge(r["b"]), 1))
+    with db.read() as s:
+        (pending,) = disagreements(s)
+        assert own_entry(s, gsu[0], r["b"].id) == OwnGrade(1, False, None)
+    assert pending.image_id == gsu[0]
+
+
+def test_a_comment_over_the_limit_is_refused_whole(db, cohort):
+    gsu, r = cohort
+    with pytest.raises(GradingError, match="shorten it to 500"):
+        db.write(lambda s: save_grade(s, gsu[0], s.merge(r["a"]), 1, comment="x" * 501))
+    with db.read() as s:
+        assert s.scalar(select(func.count(Grade.id))) == 0
+        assert s.scalar(select(func.count(AuditEvent.id))) == 0
+
+
+def test_previous_and_next_case_follow_patient_codes(db, cohort):
+    gsu, _ = cohort
+    with db.read() as s:
+        assert neighbour_case(s, "P1", -1) == gsu[0]
+        assert neighbour_case(s, "P1", 1) == gsu[2]
+        assert neighbour_case(s, "P0", -1) is None
+        assert neighbour_case(s, "P2", 1) is None
