@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     from core.export import add_export_parser
     from core.jobs import add_train_parser
     from core.migrate_db import add_migrate_db_parser
+    from core.report_cli import add_report_parser
     from core.review import add_predict_parser
 
     add_train_parser(sub)
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parser(sub)
     add_backup_parser(sub)
     add_migrate_db_parser(sub)
+    add_report_parser(sub)
     for command in sub.choices.values():
         command.add_argument(
             "--verbose",
