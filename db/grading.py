@@ -16,6 +16,7 @@ from core.boxes import Box, validate_box
 from db import audit
 from db.consensus_rules import supersede_if_contradicted
 from db.models import ConsensusGrade, CropBox, Grade, Image, Patient, Reader
+from db.rows import lock_or_insert
 
 AUTO_OWNER = "auto"
 CONSENSUS_OWNER = "consensus"
@@ -229,17 +230,17 @@ def save_grade(
     info = image_info(session, image_id)
     if info.modality != "GSU":
         raise GradingError("Echogenicity is graded on the gray-scale (GSU) image.")
-    row = session.scalar(
-        select(Grade).where(Grade.image_id == image_id, Grade.reader_id == reader.id)
-    )
     after = _grade_dict(grade, uncertain, comment)
-    before = _grade_dict(row.grade, row.uncertain, row.comment) if row else None
+    row, created = lock_or_insert(
+        session,
+        Grade,
+        {"image_id": image_id, "reader_id": reader.id},
+        {"grade": grade, "uncertain": uncertain, "comment": comment},
+    )
+    before = None if created else _grade_dict(row.grade, row.uncertain, row.comment)
     if before == after:
         return False
-    counted_before = row.grade if row is not None and not row.uncertain else None
-    if row is None:
-        row = Grade(image_id=image_id, reader_id=reader.id, grade=grade)
-        session.add(row)
+    counted_before = row.grade if before is not None and not row.uncertain else None
     row.grade, row.uncertain, row.comment = grade, uncertain, comment
     session.flush()
     audit.record(
@@ -283,23 +284,27 @@ def save_box(
         problem = validate_box(box, info.width, info.height)
         if problem:
             raise GradingError(problem)
-    row = _box_of(session, image_id, owner)
-    before = _box_dict(row)
     if box is None:
+        row = _box_of(session, image_id, owner)
+        before = _box_dict(row)
         if row is None:
             return False
         session.delete(row)
     else:
-        if row is None:
-            source = owner.split(":")[0]
-            row = CropBox(
-                image_id=image_id,
-                owner_key=owner,
-                source=source,
-                reader_id=reader.id if reader is not None and source == "reader" else None,
-            )
-            session.add(row)
-        elif (row.x, row.y, row.w, row.h, row.auto_accepted) == (*box.as_tuple(), auto_accepted):
+        source = owner.split(":")[0]
+        wanted = dict(zip("xywh", box.as_tuple(), strict=True), auto_accepted=auto_accepted)
+        row, created = lock_or_insert(
+            session,
+            CropBox,
+            {"image_id": image_id, "owner_key": owner},
+            {
+                "source": source,
+                "reader_id": reader.id if reader is not None and source == "reader" else None,
+                **wanted,
+            },
+        )
+        before = None if created else _box_dict(row)
+        if before == wanted:
             return False
         row.x, row.y, row.w, row.h = box.as_tuple()
         row.auto_accepted = auto_accepted
