@@ -21,7 +21,7 @@ from core import config
 from core.auth import AccountError, AdminExistsError, admin_exists, authenticate, create_first_admin
 from core.sessions import SESSION_COOKIE, end_session, is_idle, resume_session, start_session
 from db.models import Reader
-from pages.components import READER_KEY, current_reader, demo_offer, get_db
+from pages.components import READER_KEY, current_reader, demo_offer, get_db, plain
 
 st.set_page_config(page_title="RF ultrasound · sarcopenia", page_icon="🦵", layout="wide")
 # .streamlit/config.toml hides the sidebar menu so that a freshly started server never
@@ -196,7 +196,7 @@ def pages_for(reader: Reader) -> list:
     allowed = [spec for spec in PAGES if reader.role == "admin" or not spec.admin_only]
     requested = st.session_state.pop(REQUESTED_KEY, None)
     if requested is not None and requested not in {spec.url_path for spec in allowed}:
-        st.info(f"The page you opened (/{requested}) is for administrators.")
+        st.info(f"The page you opened (/{plain(requested)}) is for administrators.")
     return [
         st.Page(
             spec.script,

@@ -95,7 +95,7 @@ def patient_detail(code: str) -> None:
             return
         derived = case_labels(patient)
         images = {i.modality: i.path for i in patient.images}
-    st.subheader(f"Patient {patient.code}")
+    st.subheader(f"Patient {plain(patient.code)}")
     facts = st.columns(5)
     facts[0].metric("Sex / age", f"{patient.sex} / {patient.age}")
     facts[1].metric("Height", f"{patient.height_cm:.0f} cm")
@@ -105,7 +105,7 @@ def patient_detail(code: str) -> None:
         "US–CT days", derived.interval_days if derived.interval_days is not None else "—"
     )
     if derived.exclusion_reason:
-        st.caption(f"Excluded from CT labels: {derived.exclusion_reason}")
+        st.text(f"Excluded from CT labels: {derived.exclusion_reason}")
     left, right = st.columns(2)
     for column, modality in ((left, "GSU"), (right, "SWE")):
         with column:
@@ -178,7 +178,7 @@ def edit_form(patient) -> None:
             "exclusion_reason": check_reason(reason),
         }
     except FieldError as exc:
-        st.error(f"Not saved: {exc}")
+        st.error(f"Not saved: {plain(str(exc))}")
         return
 
     def work(session) -> None:

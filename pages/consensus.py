@@ -78,7 +78,7 @@ def adjudication_form(item: Disagreement) -> None:
     boxes["No box"] = None
     with st.form(f"adjudicate-{item.image_id}"):
         grade = st.segmented_control("Consensus grade", list(GRADES), key=f"cg-{item.image_id}")
-        choice = st.radio("Consensus box", list(boxes))
+        choice = st.radio("Consensus box", list(boxes), format_func=plain)
         if not st.form_submit_button("Decide", type="primary"):
             return
     if grade is None:
@@ -114,7 +114,7 @@ def disagreement_view(items: list[Disagreement]) -> None:
             st.text(f"{name_of(g.username)}: grade {g.grade}")
             shown = draw_boxes(pixels, [None] * index + [g.box])
             box_text = f"{box_color_name(index)} box" if g.box else "no box"
-            show_image(shown, caption=f"{name_of(g.username)}'s {box_text}")
+            show_image(shown, caption=f"{plain(name_of(g.username))}'s {box_text}")
     model_advice(item)
     if is_admin:
         adjudication_form(item)

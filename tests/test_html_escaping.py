@@ -6,13 +6,20 @@ reader display name carrying an ``onerror`` handler must reach the page only thr
 elements that escape markup: checked in AppTest, in the source (no ``unsafe_allow_html``,
 ``st.html`` or HTML components anywhere in the app), and in a real browser, where the text
 must be visible literally and no script or handler may exist or run.
+
+Markdown is the other way in: an exclusion reason holding a Markdown image makes every
+viewer's browser fetch its URL (a tracking pixel). The browser test points one at a local
+HTTP server and checks that the text shows literally and the server hears nothing.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,7 +31,8 @@ from core.auth import create_reader
 from core.demo import DEMO_PASSWORD
 from core.importer import import_bundle
 from db.engine import Database
-from db.models import Image, Patient
+from db.models import CtMeasurement, Image, Patient
+from pages.components import plain
 from tests.bundles import jpeg_bytes, make_zip, png_bytes, row
 from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
@@ -34,6 +42,15 @@ APP = str(ROOT / "app.py")
 SCRIPT_CODE = "<script>alert(1)</script>"
 MARKUP_NAME = "<img src=x onerror=alert(2)>"
 MARKUP_USER = "markup"
+TRACKER = "http://127.0.0.1:9/track.png"
+"""Where the exclusion reason's Markdown points (AppTest: nothing listens there)."""
+
+
+def markdown_reason(url: str) -> str:
+    """An exclusion reason that, rendered as Markdown, fetches ``url`` and shows a link."""
+    return f"![t]({url}) see [the protocol]({url}?link) :red[urgent] **bold**"
+
+
 HTML_ELEMENTS = {"Html", "IFrame"}
 """Element protos whose content the browser renders as HTML."""
 STORED_NAME = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{64})\.(png|dcm)$")
@@ -43,10 +60,13 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def _add_markup(data: Path) -> None:
-    """The script patient (bypassing the importer) and a reader with a markup name."""
+def _add_markup(data: Path, tracker: str = TRACKER) -> None:
+    """The script patient (bypassing the importer) with a Markdown exclusion reason, and a
+    reader with a markup name."""
     db = Database(f"sqlite:///{data / 'sarcopenia.db'}")
-    db.write(lambda s: s.add(Patient(code=SCRIPT_CODE, sex="F", age=60, height_cm=160.0)))
+    patient = Patient(code=SCRIPT_CODE, sex="F", age=60, height_cm=160.0)
+    patient.ct = CtMeasurement(exclusion_reason=markdown_reason(tracker))
+    db.write(lambda s: s.add(patient))
     create_reader(db, MARKUP_USER, MARKUP_NAME, "reader", DEMO_PASSWORD)
     db.dispose()
 
@@ -93,9 +113,13 @@ def test_cases_page_shows_markup_only_in_escaping_elements(demo_env):
     at.session_state["case_table"] = {"selection": {"rows": [codes.index(SCRIPT_CODE)]}}
     at.run()
     assert not at.exception
-    assert [h.value for h in at.subheader] == [f"Patient {SCRIPT_CODE}"]
+    assert [h.value for h in at.subheader] == [f"Patient {plain(SCRIPT_CODE)}"]
     carriers += _markup_carriers(_elements(at.main))
-    assert sorted(carriers) == ["Dataframe", "Heading", "Text"]
+    assert sorted(carriers) == ["Dataframe", "Text"]  # the heading holds it escaped
+    reason = markdown_reason(TRACKER)
+    assert f"Excluded from CT labels: {reason}" in [t.value for t in at.text]
+    assert not [m.value for m in at.markdown if "](http" in m.value]
+    assert not [c.value for c in at.caption if "](http" in c.value]
 
 
 def _app_sources() -> list[Path]:
@@ -155,15 +179,40 @@ def browser():
         instance.close()
 
 
+@contextmanager
+def tracking_server() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server recording every path requested of it; yields (url, paths)."""
+    heard: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/track.png", heard
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser_shows_markup_literally_and_runs_none_of_it(demo_env, browser):
-    _add_markup(demo_env)
-    with streamlit_server(demo_env) as (base, _started):
+    with tracking_server() as (tracker, heard), streamlit_server(demo_env) as (base, _started):
+        _add_markup(demo_env, tracker)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(base, wait_until="networkidle")
+        page.get_by_role("textbox", name="Username").wait_for(timeout=120_000)  # a busy CI
         sign_in(page, MARKUP_USER)
         _wait_idle(page)
         sidebar = page.get_by_test_id("stSidebar")
@@ -186,5 +235,10 @@ def test_browser_shows_markup_literally_and_runs_none_of_it(demo_env, browser):
         assert not any("alert(" in s for s in scripts), scripts
         assert page.locator("img[onerror]").count() == 0
         assert page.evaluate("document.body.innerHTML.includes('<script>alert(1)')") is False
-        page.wait_for_timeout(500)
+        reason = markdown_reason(tracker)
+        page.get_by_text(f"Excluded from CT labels: {reason}", exact=True).wait_for()
+        page.wait_for_timeout(1000)
         assert dialogs == []
+        assert heard == [], "the browser fetched the Markdown image or link"
+        port = tracker.split("/")[2]
+        assert page.locator(f'img[src*="{port}"], a[href*="{port}"]').count() == 0
