@@ -236,43 +236,48 @@ def load_predictor(db: Database, run_id: int) -> RunPredictor:
 
 MAX_LOADED_MODELS: Final = 6
 """Models kept in memory per process (a VGG19 at 112×112 holds about 80 MB)."""
-_loaded: OrderedDict[tuple[int, str, str], RunPredictor] = OrderedDict()
-_loading = threading.Lock()
 
 
-def _model_key(db: Database, run_id: int) -> tuple[int, str, str]:
-    with db.read() as session:
-        run = session.get(TrainingRun, run_id)
-        path = run.model_path if run is not None else None
-    return (run_id, str(path), model_stamp(path))
-
-
-def predictor_is_loaded(db: Database, run_id: int) -> bool:
-    """Whether ``cached_predictor`` would answer without loading (the page shows progress
-    for the models it still has to load)."""
-    return _model_key(db, run_id) in _loaded
-
-
-def cached_predictor(db: Database, run_id: int) -> RunPredictor:
-    """The run's predictor, loaded once per process and shared by every session.
+class ModelCache:
+    """Loaded predictors shared by every session of a process, each loaded once.
 
     Keyed by run id, model path and the file's size and mtime, so a retrained or replaced
-    model file is loaded afresh; the least recently used of more than ``MAX_LOADED_MODELS``
-    is dropped. Loading holds a lock, so two sessions opening the same model at once load
-    it once.
+    model file is loaded afresh; beyond ``size`` models the least recently used is dropped.
+    Loading holds a lock, so two sessions opening the same model at once load it once.
+    The app keeps one instance in Streamlit's resource cache (``pages.components``).
     """
-    key = _model_key(db, run_id)
-    with _loading:
-        predictor = _loaded.get(key)
-        if predictor is None:
-            predictor = load_predictor(db, run_id)
-            for stale in [k for k in _loaded if k[0] == run_id]:
-                del _loaded[stale]
-            _loaded[key] = predictor
-            while len(_loaded) > MAX_LOADED_MODELS:
-                _loaded.popitem(last=False)
-        _loaded.move_to_end(key)
-    return predictor
+
+    def __init__(self, size: int = MAX_LOADED_MODELS) -> None:
+        self.size = size
+        self._loaded: OrderedDict[tuple[int, str, str], RunPredictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(db: Database, run_id: int) -> tuple[int, str, str]:
+        with db.read() as session:
+            run = session.get(TrainingRun, run_id)
+            path = run.model_path if run is not None else None
+        return (run_id, str(path), model_stamp(path))
+
+    def is_loaded(self, db: Database, run_id: int) -> bool:
+        """Whether ``get`` would answer without loading (the page shows progress for the
+        models it still has to load)."""
+        return self._key(db, run_id) in self._loaded
+
+    def get(self, db: Database, run_id: int) -> RunPredictor:
+        """The run's predictor, loaded now if this process has not loaded it yet."""
+        key = self._key(db, run_id)
+        with self._lock:
+            predictor = self._loaded.get(key)
+            if predictor is None:
+                predictor = load_predictor(db, run_id)
+                for stale in [k for k in self._loaded if k[0] == run_id]:
+                    del self._loaded[stale]
+                self._loaded[key] = predictor
+                while len(self._loaded) > self.size:
+                    self._loaded.popitem(last=False)
+            self._loaded.move_to_end(key)
+        return predictor
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from db.models import Reader, TrainingRun
 from db.readers import get_reader, list_readers
 
 if TYPE_CHECKING:
-    from core.review import RunPredictor
+    from core.review import ModelCache, RunPredictor
 
 READER_KEY = "reader_username"
 
@@ -122,15 +122,23 @@ def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
     st.image(pixels, caption=caption, output_format="PNG", width="content")
 
 
+@st.cache_resource(show_spinner=False)
+def _model_cache() -> ModelCache:
+    """One per server process. Streamlit's resource cache keeps it when Streamlit reloads
+    the app's modules (it does after any source file changes), which a module-level cache
+    would not survive."""
+    from core.review import ModelCache
+
+    return ModelCache()
+
+
 def get_predictor(run: TrainingRun) -> RunPredictor:
-    """The run's model, loaded once per process (``core.review.cached_predictor``: safe
-    mode, models folder only) and shared by every session.
+    """The run's model, loaded once per process (safe mode, models folder only) and shared
+    by every session.
 
     TensorFlow is imported here, on first use, so pages without models start fast.
     """
-    from core.review import cached_predictor
-
-    return cached_predictor(get_db(), run.id)
+    return _model_cache().get(get_db(), run.id)
 
 
 def load_models(runs: list[TrainingRun]) -> None:
@@ -140,11 +148,12 @@ def load_models(runs: list[TrainingRun]) -> None:
     later page and session reuses it. A model that cannot load is left for the page to
     report with the rest of that run's view.
     """
-    from core.review import ModelPathError, ReviewError, predictor_is_loaded
+    from core.review import ModelPathError, ReviewError
     from core.table1 import run_label
 
     db = get_db()
-    missing = [run for run in runs if not predictor_is_loaded(db, run.id)]
+    cache = _model_cache()
+    missing = [run for run in runs if not cache.is_loaded(db, run.id)]
     if not missing:
         return
     bar = st.progress(0.0, text="Loading the models (once per server)…")

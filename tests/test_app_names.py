@@ -13,8 +13,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import config
+from core.datafiles import data_path
 from core.jobs import create_run
-from core.review import cached_predictor, predictor_is_loaded
+from core.review import ModelCache
 from core.store import ImageStore
 from core.train import TrainSettings
 from core.weights import WEIGHT_FILES
@@ -121,20 +122,23 @@ def test_runs_are_listed_by_the_study_task_names(demo_env):
 
 
 def test_review_names_box_owners_and_colours_and_loads_the_model_once(tiny_run):
+    from pages.components import _model_cache
+
     db = Database(config.database_url())
     at = _page("review", "admin")
     assert not at.exception
-    assert predictor_is_loaded(db, tiny_run)
-    loaded = cached_predictor(db, tiny_run)
+    cache = _model_cache()
+    assert cache.is_loaded(db, tiny_run)
+    loaded = cache.get(db, tiny_run)
     text = _page_text(at)
     assert "cyan: " in text and "Simulated reader A" in text
     assert "rgb(" not in " ".join(t.value for t in at.text)
     assert not any(name in text for name in USERNAMES)
     assert _placeholders(at) == {"—"}
 
-    second = _page("review", "admin")
+    second = _page("review", "radiologist1")
     assert not second.exception
-    assert cached_predictor(db, tiny_run) is loaded
+    assert _model_cache().get(db, tiny_run) is loaded
     assert not second.get("progress")
     db.dispose()
 
@@ -143,14 +147,17 @@ def test_a_model_loads_once_per_process_and_again_when_its_file_changes(tiny_run
     import os
 
     db = Database(config.database_url())
-    first = cached_predictor(db, tiny_run)
-    assert cached_predictor(db, tiny_run) is first
+    cache = ModelCache()
+    assert not cache.is_loaded(db, tiny_run)
+    first = cache.get(db, tiny_run)
+    assert cache.is_loaded(db, tiny_run)
+    assert cache.get(db, tiny_run) is first
     with db.read() as session:
-        path = Path(session.get(TrainingRun, tiny_run).model_path)
+        path = data_path(session.get(TrainingRun, tiny_run).model_path)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert not predictor_is_loaded(db, tiny_run)
-    assert cached_predictor(db, tiny_run) is not first
+    assert not cache.is_loaded(db, tiny_run)
+    assert cache.get(db, tiny_run) is not first
     db.dispose()
 
 
