@@ -1,4 +1,5 @@
-"""Admin: reader accounts. List them, create one, reset a password, deactivate or reactivate.
+"""Admin: reader accounts. List them, create one, reset a password, lift a sign-in delay,
+deactivate or reactivate.
 
 Admins only, checked here on the server (``require_admin``) and again by ``core.auth`` in
 the transaction of every change, against the database's current view of the acting admin.
@@ -14,10 +15,12 @@ from core.auth import (
     AccountError,
     PermissionDenied,
     ReaderSummary,
+    account_notes,
     create_reader,
     list_readers_for_admin,
     set_active,
     set_password,
+    unlock,
 )
 from db.models import ROLES
 from pages.components import get_db, plain, require_admin, show_table
@@ -47,6 +50,7 @@ def readers_table(readers: list[ReaderSummary]) -> None:
             "active": r.active,
             "last sign-in (UTC)": f"{r.last_sign_in:%Y-%m-%d %H:%M}" if r.last_sign_in else "never",
             "password set": r.has_password,
+            "notes": account_notes(r),
         }
         for r in readers
     ]
@@ -125,6 +129,39 @@ def activation(readers: list[ReaderSummary]) -> None:
     flash_and_rerun(f"{plain(changed.username)} is {state}.")
 
 
+def unlock_form(readers: list[ReaderSummary]) -> None:
+    waiting = [r.username for r in readers if r.waiting_until is not None]
+    if not waiting:
+        st.caption("No account has a sign-in delay running.")
+        return
+    st.caption(
+        "Failed sign-ins make the next try wait, twice as long each time (up to 5 minutes). "
+        "Lift the wait once you know it was the reader mistyping, not someone guessing."
+    )
+    username = st.selectbox(
+        "Account", waiting, index=None, placeholder="Username", key="admin_unlock_user"
+    )
+    if username is None or not st.button("Lift the sign-in delay", key="admin_unlock"):
+        return
+    try:
+        cleared = unlock(db, username, actor=admin)
+    except (AccountError, PermissionDenied) as exc:
+        refuse(exc)
+        return
+    flash_and_rerun(f"Sign-in delay of {plain(username)} lifted ({cleared} failed attempts).")
+
+
+def demo_warning(readers: list[ReaderSummary]) -> None:
+    """Demo accounts have a public password: say so until they are deactivated."""
+    live = [r.username for r in readers if r.demo and r.active and r.has_password]
+    if live:
+        st.warning(
+            f"Demo accounts with the public password are active: {', '.join(live)}. "
+            "Deactivate them (or start the app with SARCOPENIA_DEMO=0, which refuses them) "
+            "before any real patient data is used here."
+        )
+
+
 st.title("Readers")
 if FLASH_KEY in st.session_state:
     st.success(st.session_state.pop(FLASH_KEY))
@@ -133,11 +170,16 @@ try:
 except PermissionDenied as exc:
     refuse(exc)
     st.stop()
+demo_warning(readers)
 readers_table(readers)
-create_tab, reset_tab, active_tab = st.tabs(["Create", "Reset password", "Activate / deactivate"])
+create_tab, reset_tab, unlock_tab, active_tab = st.tabs(
+    ["Create", "Reset password", "Sign-in delays", "Activate / deactivate"]
+)
 with create_tab:
     create_form()
 with reset_tab:
     reset_form([r.username for r in readers])
+with unlock_tab:
+    unlock_form(readers)
 with active_tab:
     activation(readers)

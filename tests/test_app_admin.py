@@ -53,7 +53,15 @@ def test_admin_sees_every_account_with_role_state_and_last_sign_in(demo_env):
     assert [t.value for t in at.title] == ["Readers"]
     table = at.dataframe[0].value.set_index("username")
     assert {"admin", "radiologist1", "radiologist2"} <= set(table.index)
-    assert list(table.columns) == ["name", "role", "active", "last sign-in (UTC)", "password set"]
+    assert list(table.columns) == [
+        "name",
+        "role",
+        "active",
+        "last sign-in (UTC)",
+        "password set",
+        "notes",
+    ]
+    assert table.loc["radiologist1", "notes"] == "demo account (public password)"
     assert table.loc["admin", "role"] == "admin" and table.loc["radiologist1", "role"] == "reader"
     assert table.loc["radiologist1", "last sign-in (UTC)"] != "never"
     assert table.loc["radiologist2", "last sign-in (UTC)"] == "never"
@@ -165,3 +173,28 @@ def test_a_readers_app_has_no_admin_page_to_switch_to(demo_env):
     assert not at.exception
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page(PAGE)
+
+
+def test_admin_is_warned_about_demo_accounts_and_lifts_a_sign_in_delay(demo_env, monkeypatch):
+    import datetime as dt
+
+    from core import auth
+
+    monkeypatch.setattr(auth, "FIRST_DELAY", dt.timedelta(minutes=4))
+    for i in range(5):
+        authenticate(Database(), "radiologist2", "wrong password!", client_key=f"c{i}")
+    assert (
+        "wait" in authenticate(Database(), "radiologist2", "synthetic-demo", client_key="x").message
+    )
+    at = open_page(PAGE, "admin")
+    assert any("Demo accounts with the public password" in w.value for w in at.warning)
+    notes = at.dataframe[0].value.set_index("username")["notes"]
+    assert "sign-in delayed until" in notes["radiologist2"]
+    at.selectbox(key="admin_unlock_user").set_value("radiologist2").run()
+    at.button(key="admin_unlock").click().run()
+    assert not at.exception
+    assert [s.value for s in at.success] == [
+        "Sign-in delay of radiologist2 lifted (5 failed attempts)."
+    ]
+    assert authenticate(Database(), "radiologist2", "synthetic-demo", client_key="x").ok
+    assert [a for a, _ in _audit("unlock_reader")] == ["admin"]
