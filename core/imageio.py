@@ -182,7 +182,7 @@ def _decode_pillow(data: bytes, name: str, fmt: str, page: int = 0) -> DecodedIm
             _check_size(img.width, img.height, name)
             img.load()
             taken = _exif_date(img)
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # no copy of a 40-MP image
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -210,24 +210,28 @@ def _seek_page(img: Image.Image, page: int, name: str) -> int:
 
 
 def _pillow_pixels(img: Image.Image, name: str) -> np.ndarray:
-    """Pillow's many modes mapped onto the module's RGB / gray conventions."""
+    """Pillow's many modes mapped onto the module's RGB / gray conventions.
+
+    An image already in the target mode is not converted: a conversion is a full copy,
+    160 MB for a 40-MP RGB image, and the importer's peak memory is one image's decode.
+    """
     mode = img.mode
     if mode.startswith("I;16"):
-        return np.asarray(img).astype(np.uint16)
+        return np.asarray(img).astype(np.uint16, copy=False)
     if mode == "I":
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 0xFFFF:
             raise ImageReadError(name, "the image holds 32-bit gray values outside 0–65535")
         return arr.astype(np.uint16)
     if mode in {"1", "L"}:
-        return np.asarray(img.convert("L"))
+        return np.asarray(img if mode == "L" else img.convert("L"))
     if mode == "F":
         raise ImageReadError(name, "the image holds floating-point pixels, not a screen capture")
     has_alpha = mode in {"LA", "La", "PA", "RGBA", "RGBa"} or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    rgb = np.asarray(img.convert("RGB"))
+    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     if mode in {"LA", "La", "P", "PA"} and _is_gray(rgb):
         return np.ascontiguousarray(rgb[..., 0])
     return rgb

@@ -319,6 +319,7 @@ def store_cases(
                 relpaths[image.sha256] = relpath
                 if new:
                     created.append(relpath)
+        staging.make_durable()
 
         def work(session) -> None:
             actor = (
