@@ -3,7 +3,7 @@
 Everything is labelled synthetic: patient codes start with ``DEMO-`` and the rows carry
 ``synthetic=True``. Besides the patients, it creates the demo accounts (``reader.demo``):
 an admin, two human reader accounts with empty queues (password ``DEMO_PASSWORD``, each
-hashed with its own salt), and two simulated radiologists whose grades and crop boxes are
+hashed with its own salt), and two simulated readers whose grades and crop boxes are
 already in, with the consensus recorded where they agree (so agreement, consensus and the
 echogenicity task have data from the start).
 
@@ -45,9 +45,11 @@ DEMO_PASSWORD = "synthetic-demo"
 """Password of the demo accounts. They exist only with the synthetic cohort; change them
 (``python -m core admin set-password``) before anyone real signs in."""
 SIMULATED_READERS = (
-    ("sim_reader_a", "Simulated reader A (13 y experience)"),
-    ("sim_reader_b", "Simulated reader B (5 y experience)"),
+    ("sim_reader_a", "Simulated reader A"),
+    ("sim_reader_b", "Simulated reader B"),
 )
+"""Generated grades, not people: no experience is claimed for them (migration 0008 renamed
+the labels an earlier demo gave them)."""
 Progress = Callable[[int, int], None]
 
 

@@ -107,7 +107,7 @@ def test_review_shows_a_test_patient_with_every_model(two_runs):
     assert sum(m.label == "Probability" for m in at.metric) == 2
     assert any(t.startswith("Truth: ") for t in texts)
     readers = at.dataframe[1].value
-    assert {"Simulated reader A (13 y experience)", "consensus (agreement)"} <= set(
+    assert {"Simulated reader A", "consensus (agreement)"} <= set(
         readers["reader"]
     )
 

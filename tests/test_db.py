@@ -160,3 +160,22 @@ def test_a_writer_waits_for_another_writer_instead_of_failing(db):
     blocker.close()
     with db.read() as s:
         assert s.scalar(select(func.count(Patient.id))) == 1
+
+
+def test_migration_0008_drops_the_invented_experience_of_simulated_readers(db):
+    from alembic import command
+
+    cfg = alembic_config(db.url)
+    command.downgrade(cfg, "0007")
+    labels = {
+        "sim_reader_a": "Simulated reader A (13 y experience)",
+        "sim_reader_b": "Dr B, renamed by an admin",
+    }
+    db.write(lambda s: [ensure_reader(s, user, name) for user, name in labels.items()])
+    command.upgrade(cfg, "head")
+    with db.read() as session:
+        got = dict(session.execute(text("SELECT username, display_name FROM reader")).all())
+    assert got == {
+        "sim_reader_a": "Simulated reader A",
+        "sim_reader_b": "Dr B, renamed by an admin",
+    }
