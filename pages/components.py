@@ -233,7 +233,13 @@ def runs_table(runs: list[TrainingRun]) -> pd.DataFrame:
     if not table.empty:
         table["task"] = table["task"].map(task_title)
         table["arch"] = table["arch"].map(lambda a: ARCH_NAMES.get(a, a))
+        table["input"] = [", ".join(_size_text(s) for s in r.input_size) for r in runs]
     return table
+
+
+def _size_text(size: Any) -> str:
+    """One input's (height, width) as "112×112"."""
+    return "×".join(str(v) for v in size) if isinstance(size, list | tuple) else str(size)
 
 
 def plain(text: str) -> str:

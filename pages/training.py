@@ -64,7 +64,7 @@ st.caption(
 with st.form("new_run"):
     st.subheader("New run")
     left, middle, right = st.columns(3)
-    task = left.selectbox("Task", sorted(TASKS), format_func=task_title)
+    task = left.selectbox("Task", list(TASKS), format_func=task_title)
     arch = middle.selectbox(
         "Architecture",
         ARCHITECTURES,

@@ -118,6 +118,8 @@ def test_runs_are_listed_by_the_study_task_names(demo_env):
     text = _page_text(at)
     assert "Sarcopenia from SWE" in text
     assert "sarcopenia_swe" not in text
+    size = at.dataframe[0].value["input"].iloc[0]
+    assert "×" in size and "[" not in size
     assert _placeholders(at) == {"—"}
 
 
