@@ -37,6 +37,7 @@ from sqlalchemy import URL, create_engine, make_url, text
 
 from core.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
 from core.datafiles import file_sha256 as file_sha256
+from core.deid import UID_KEY_PATH
 from core.store import TMP_PREFIX
 from db.migrate import upgrade
 
@@ -225,6 +226,26 @@ def sync_files(src: Path, dst: Path, progress: Progress | None = None) -> tuple[
     return copied, len(files)
 
 
+def copy_uid_key(source: Path, dest: Path) -> bool:
+    """Copy the site's UID secret (``secrets/uid-key``, mode 600) if there is one.
+
+    It is kept out of the database and the exports, but a restored site needs it: without
+    it the same original file would get other replacement UIDs after the restore.
+    """
+    key = source / UID_KEY_PATH
+    if not key.is_file():
+        return False
+    target = dest / UID_KEY_PATH
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.read_bytes())
+    os.replace(partial, target)
+    return True
+
+
 def _check_dest(dest: Path, source_db: Path | None, data_dir: Path) -> None:
     """Refuse a backup folder that would overwrite the live database or nest in the data
     folder's images or models."""
@@ -273,6 +294,7 @@ def backup(
         raise BackupError(f"Backups support SQLite and PostgreSQL, not {backend!r}.")
     copied, total = sync_files(source / IMAGES_DIR, dest / IMAGES_DIR, progress)
     models_copied, models_total = sync_files(source / MODELS_DIR, dest / MODELS_DIR)
+    has_uid_key = copy_uid_key(source, dest)
     files: list[Referenced] = facts["files"]
     images = [f.path.removeprefix(f"{IMAGES_DIR}/") for f in files if _is_image(f)]
     missing = sorted(p for p in images if not (dest / IMAGES_DIR / p).is_file())
@@ -303,6 +325,7 @@ def backup(
                 "copied": models_copied,
             },
             "files": {"referenced": len(files), "problems": check_files(files, dest)},
+            "uid_key": has_uid_key,
         },
     )
     return dest
@@ -409,6 +432,7 @@ def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> d
         )
         for name in (IMAGES_DIR, MODELS_DIR):
             sync_files(src / name, Path(data_dir) / name)
+        copy_uid_key(src, Path(data_dir))
         _refuse_damaged(
             check_files(files, Path(data_dir)),
             f"{data_dir} after copying",

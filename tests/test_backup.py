@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from core.backup import (
     restore,
 )
 from core.datafiles import data_path
+from core.deid import UID_KEY_PATH, site_uid_key
 from core.store import ImageStore, sha256_hex
 from db.engine import Database
 from db.migrate import alembic_config, upgrade
@@ -178,6 +180,21 @@ def test_restore_refuses_a_target_with_data_unless_forced(tmp_path):
     counts = restore(dest, _sqlite_url(other), other, force=True)
     assert counts["patient"] == 2
     assert _codes(other / DB_FILE) == {"P000", "P001"}
+
+
+def test_the_uid_secret_is_backed_up_and_restored_private(tmp_path):
+    source = tmp_path / "live"
+    _seed(source, n=1).dispose()
+    key = site_uid_key(source)
+    dest = backup(_sqlite_url(source), tmp_path / "backup", data_dir=source)
+    assert read_manifest(dest)["uid_key"] is True
+    db_bytes = (dest / DB_FILE).read_bytes()
+    assert key.hex().encode() not in db_bytes and key not in db_bytes
+    fresh = tmp_path / "fresh"
+    restore(dest, _sqlite_url(fresh), fresh)
+    for folder in (dest, fresh):
+        assert site_uid_key(folder) == key
+        assert stat.S_IMODE((folder / UID_KEY_PATH).stat().st_mode) == 0o600
 
 
 def test_restore_into_an_empty_schema_is_allowed(tmp_path):
