@@ -247,7 +247,7 @@ def _report_html(
         "<!doctype html><html><head><meta charset='utf-8'><title>Study report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
-        "padding:3px 6px}img{max-width:100%}</style></head><body>",
+        "padding:3px 6px}img{max-width:720px;width:100%}</style></head><body>",
         "<h1>Study report: sarcopenia from rectus femoris ultrasound</h1>",
         f"<p>Snapshot taken {html.escape(snapshot.taken_at)} · runs "
         f"{', '.join(str(r.run_id) for r in snapshot.runs)}.</p>",

@@ -48,7 +48,7 @@ def flow_diagram(flow: dict) -> Figure:
     _box(ax, mid + 5.5, 8.0, 7.5, 1.3, f"Excluded: n = {flow['excluded']}\n{reasons}")
     _arrow(ax, (mid, 8.9), (mid, 7.2))
     _arrow(ax, (mid, 8.0), (mid + 1.75, 8.0))
-    _box(ax, mid, 6.8, 6.0, 0.8, f"Eligible (CT within 30 days)\nn = {flow['eligible']}")
+    _box(ax, mid, 6.8, 6.0, 0.8, f"Eligible for analysis\nn = {flow['eligible']}")
     for i, run in enumerate(runs):
         x = mid + (i - (len(runs) - 1) / 2) * 10
         _arrow(ax, (mid, 6.4), (x, 5.5))
