@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from core import imageio
+from core import imageio, pixel_deid
 from core.archive import Bundle, BundleError, ZipBundle
 from core.manifest import CaseRecord, Problem, parse_manifest
 from core.store import ImageStore, Staging, sha256_hex
@@ -109,10 +109,11 @@ def stage_image(
     The decoded pixels are dropped on return. Raises ImageReadError.
     """
     decoded = imageio.decode_image(data, name=name, pseudonym=pseudonym)
-    if decoded.source_format == "dicom":
-        stored, suffix = imageio.deidentified_dicom_bytes(data, pseudonym=pseudonym), ".dcm"
+    clean = pixel_deid.clean_upload(data, decoded, name=name, pseudonym=pseudonym)
+    if clean.dicom is not None:
+        stored, suffix = clean.dicom, ".dcm"
     else:
-        stored, suffix = encode_png(decoded.pixels), ".png"
+        stored, suffix = encode_png(clean.pixels), ".png"
     return StagedImage(
         modality,
         sha256_hex(data),
@@ -121,7 +122,7 @@ def stage_image(
         decoded.width,
         decoded.height,
         decoded.source_format,
-        decoded.dicom_header,
+        clean.header,
         decoded.acquisition_date,
     )
 

@@ -211,3 +211,8 @@ def test_no_marker_in_stored_file_or_header(crafted: tuple[bytes, dict[int, str]
     assert _MARKER.findall(text.encode()) == []
     for keyword in CRAFTED_FREE_TEXT:
         assert keyword not in text, keyword
+
+
+def test_every_kept_attribute_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "imaging-pipeline.md").read_text()
+    assert [k.keyword for k in KEPT if f"`{k.keyword}`" not in doc] == []

@@ -1,0 +1,469 @@
+"""Blank burned-in identifying text from ultrasound screens (DICOM Clean Pixel Data Option).
+
+Scanners burn the patient's name, ID, birth date, the exam date and the institution into the
+pixels, mostly in title bars and side panels. Tesseract (through ``pytesseract``) finds the
+words; the connected strokes around each word give its full extent, so a word read wrongly
+is still blanked whole. Three rules decide what goes:
+
+* outside the ultrasound views, every line of text goes, except the colour bar's scale labels
+  (needed to decode SWE) and short numbers beside a view (its depth scale);
+* anywhere, a line that looks identifying goes: a date, a clock time, a long number or an
+  ID mixing letters and digits, ``Surname, Given`` or a word of the DICOM header's own
+  identifying values (patient name and ID, institution, physicians, operators);
+* anywhere, text lines in the top tenth of the screen (the title bar) go, even when a view
+  proposal wrongly reaches into it.
+
+Blanked pixels take the screen's background colour. The views come from
+:func:`core.roi_detect.propose_regions`; the admin can still correct them before storing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import pytesseract
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.filereader import dcmread
+from pydicom.filewriter import dcmwrite
+from pydicom.pixels import pixel_array
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
+
+from core.boxes import Box
+from core.deid import KEEP, KEPT, deidentify_in_place, header_to_json, mark_pixels_cleaned
+from core.imageio import DecodedImage, ImageReadError
+from core.roi_detect import RegionProposal, chroma, propose_regions
+
+OCR_MIN_SIDE = 1400
+"""Screens smaller than this (longest side) are OCR'd at twice the size: small fonts read
+far better."""
+TITLE_BAR_SHARE = 0.10
+"""Text in the top tenth of the screen is blanked wherever the views are."""
+WORD_PAD_PX = 2
+DEPTH_SCALE_REACH_PX = 60
+"""How far beside a view a short number still counts as its depth scale."""
+BAR_LABEL_REACH_PX = 90
+"""How far beside the colour bar its scale labels may be printed."""
+MIN_IDENTIFYING_TOKEN = 3
+MIN_CONFIDENCE = 50
+"""Tesseract's confidence (0-100) a reading inside a view needs before it is blanked."""
+STROKE_KERNEL_PX = 11
+"""Marks thinner than this (glyph strokes) count as text strokes when growing a word."""
+STROKE_CONTRAST = 24
+GROW_CAP_HEIGHTS = 8
+"""A line grows by at most this many text heights on each side."""
+_OCR_CONFIG = "--psm 11"
+_OVERLAY_GRAY = 200
+_OVERLAY_CHROMA = 90
+
+_DATE = re.compile(
+    r"\d{1,4}[/.\-]\d{1,2}[/.\-]\d{2,4}"
+    r"|\d{1,2}\s*(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*\d{2,4}",
+    re.IGNORECASE,
+)
+_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?")
+_LONG_NUMBER = re.compile(r"\d{5,}")
+_ID = re.compile(r"(?=[A-Z0-9_\-]*\d)(?=[A-Z0-9_\-]*[A-Z])[A-Z0-9_\-]{6,}", re.IGNORECASE)
+_SURNAME_GIVEN = re.compile(r"\b[A-Z][A-Za-z'\-]+,\s*[A-Z][A-Za-z'\-]+")
+_ID_LABEL = re.compile(r"\b(id|name|dob|patient|pat|mrn|born)\b\s*[:#]", re.IGNORECASE)
+_SCALE_LABEL = re.compile(
+    r"^[<>≥≤=+\-−]*\d{1,3}([.,]\d+)?\s*(kpa|m/s|cm/s|mm/s|%|cm|mm)?$|^(kpa|m/s|cm/s|mm/s)$",
+    re.IGNORECASE,
+)
+_DEPTH_LABEL = re.compile(r"^[-−]?\d{1,2}([.,]\d)?(cm|mm)?$|^(cm|mm)$", re.IGNORECASE)
+_SETTINGS_WORDS = frozenset({"the", "and", "age", "sex", "male", "female", "right", "left"})
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One line of text the OCR found, with the extent that gets blanked and why."""
+
+    text: str
+    box: Box
+    reason: str
+    """Why it was blanked ("outside the views", "identifying", "title bar") or kept."""
+
+
+@dataclass(frozen=True)
+class PixelCleaning:
+    """What :func:`clean_pixels` did to one frame: the cleaned pixels and the evidence."""
+
+    pixels: np.ndarray
+    blanked: tuple[TextLine, ...]
+    kept: tuple[TextLine, ...]
+    proposal: RegionProposal
+    seconds: float
+
+
+def identifying_tokens(header_values: list[str]) -> set[str]:
+    """Words of the original header's identifying values, to find them burned in."""
+    tokens: set[str] = set()
+    for value in header_values:
+        for token in re.split(r"[\s\^,=/\\]+", str(value)):
+            token = token.strip(".:;'\"()").lower()
+            if len(token) >= MIN_IDENTIFYING_TOKEN and token not in _SETTINGS_WORDS:
+                tokens.add(token)
+    return tokens
+
+
+def clean_pixels(
+    pixels: np.ndarray,
+    header: dict[str, Any] | None = None,
+    *,
+    tokens: set[str] | None = None,
+    proposal: RegionProposal | None = None,
+) -> PixelCleaning:
+    """Blank burned-in identifying text from one decoded frame; ``pixels`` is not changed.
+
+    ``header`` is the de-identified header (for the ultrasound regions); ``tokens`` the
+    original identifying words (:func:`identifying_tokens`); ``proposal`` replaces the
+    automatic view proposal, e.g. once the admin corrected it.
+    """
+    started = time.perf_counter()
+    if proposal is None:
+        proposal = propose_regions(pixels, header)
+    rgb = pixels if pixels.ndim == 3 else np.stack([pixels] * 3, axis=-1)
+    gray8 = _gray8(rgb)
+    background = _background(gray8)
+    lines = _text_lines(gray8, rgb, proposal.views, background)
+    blanked: list[TextLine] = []
+    kept: list[TextLine] = []
+    height = gray8.shape[0]
+    for text, box, confidence in lines:
+        reason = _blank_reason(text, box, confidence, proposal, height, tokens or set())
+        if reason.startswith("kept"):
+            kept.append(TextLine(text, box, reason))
+        else:
+            blanked.append(TextLine(text, box, reason))
+    out = np.array(pixels, copy=True)
+    fill = _fill_value(pixels, gray8, background)
+    for line in blanked:
+        out[line.box.y : line.box.y2, line.box.x : line.box.x2] = fill
+    out.setflags(write=False)
+    return PixelCleaning(out, tuple(blanked), tuple(kept), proposal, time.perf_counter() - started)
+
+
+def _gray8(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype != np.uint8:
+        top = max(int(rgb.max()), 1)
+        rgb = (rgb.astype(np.float32) * (255.0 / top)).astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def _background(gray: np.ndarray) -> int:
+    """The screen's commonest gray on its outer border."""
+    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel()])
+    return int(np.bincount(np.concatenate([border, gray[:, -2:].ravel()])).argmax())
+
+
+def _fill_value(pixels: np.ndarray, gray8: np.ndarray, background: int) -> np.ndarray:
+    """The pixel value of the background, in the pixels' own dtype and channels."""
+    ys, xs = np.nonzero(gray8 == background)
+    if len(ys):
+        return np.array(pixels[ys[0], xs[0]], copy=True)
+    return np.zeros(pixels.shape[2:], dtype=pixels.dtype)
+
+
+def _ocr_input(
+    gray: np.ndarray, rgb: np.ndarray, views: tuple[Box, ...], background: int
+) -> np.ndarray:
+    """The screen with the views' speckle suppressed: only overlay-like marks stay there.
+
+    Tesseract spends seconds on speckle; text drawn over an image is bright or saturated.
+    """
+    out = gray.copy()
+    if not views:
+        return out
+    overlay = gray >= _OVERLAY_GRAY
+    if rgb.dtype == np.uint8:
+        overlay |= chroma(rgb) >= _OVERLAY_CHROMA
+    title = int(TITLE_BAR_SHARE * gray.shape[0])
+    for view in views:
+        top = max(view.y, title)
+        region = out[top : view.y2, view.x : view.x2]
+        region[~overlay[top : view.y2, view.x : view.x2]] = background
+    return out
+
+
+def _ocr_words(image: np.ndarray) -> list[tuple[str, Box, tuple[int, int, int], float]]:
+    """(text, box, line key, confidence) of every word Tesseract reads, in image pixels."""
+    scale = 2 if max(image.shape) < OCR_MIN_SIDE else 1
+    if scale > 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    data = pytesseract.image_to_data(
+        Image.fromarray(image), config=_OCR_CONFIG, output_type=pytesseract.Output.DICT
+    )
+    words = []
+    for i, text in enumerate(data["text"]):
+        text = text.strip()
+        if not text or not any(ch.isalnum() for ch in text):
+            continue
+        x, y = data["left"][i] // scale, data["top"][i] // scale
+        w = -(-data["width"][i] // scale)
+        h = -(-data["height"][i] // scale)
+        key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+        words.append((text, Box(x, y, w, h), key, float(data["conf"][i])))
+    return words
+
+
+def _text_lines(
+    gray: np.ndarray, rgb: np.ndarray, views: tuple[Box, ...], background: int
+) -> list[tuple[str, Box, float]]:
+    """OCR lines with their mean confidence, each grown over the strokes along its row."""
+    image = _ocr_input(gray, rgb, views, background)
+    words = _ocr_words(image)
+    marks = _stroke_mask(image)
+    lines: dict[tuple[int, int, int], list[tuple[str, Box, float]]] = {}
+    for text, box, key, confidence in words:
+        lines.setdefault(key, []).append((text, box, confidence))
+    height, width = gray.shape
+    out = []
+    for members in lines.values():
+        members.sort(key=lambda m: m[1].x)
+        text = " ".join(m[0] for m in members)
+        box = _grow_to_strokes(marks, _union([m[1] for m in members]), width, height)
+        out.append((text, box, sum(m[2] for m in members) / len(members)))
+    return out
+
+
+def _stroke_mask(image: np.ndarray) -> np.ndarray:
+    """Thin marks brighter or darker than their surroundings: glyph strokes on any panel."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (STROKE_KERNEL_PX, STROKE_KERNEL_PX))
+    bright = cv2.morphologyEx(image, cv2.MORPH_TOPHAT, kernel)
+    dark = cv2.morphologyEx(image, cv2.MORPH_BLACKHAT, kernel)
+    return ((bright > STROKE_CONTRAST) | (dark > STROKE_CONTRAST)).astype(np.uint8)
+
+
+def _grow_to_strokes(marks: np.ndarray, box: Box, width: int, height: int) -> Box:
+    """``box`` padded, then grown along its row over strokes no further apart than a space.
+
+    A word read wrongly or only in part ("DO" for "DOE, JOHN") is blanked whole.
+    """
+    x0, y0 = max(0, box.x - WORD_PAD_PX), max(0, box.y - WORD_PAD_PX)
+    x1, y1 = min(width, box.x2 + WORD_PAD_PX), min(height, box.y2 + WORD_PAD_PX)
+    columns = marks[y0:y1].any(axis=0)
+    reach, cap = max(8, 3 * box.h // 2), GROW_CAP_HEIGHTS * max(box.h, 8)
+    x0 = _extend(columns, x0, -1, reach, max(0, x0 - cap))
+    x1 = _extend(columns, x1 - 1, 1, reach, min(width - 1, x1 + cap)) + 1
+    rows = marks[:, x0:x1].any(axis=1)
+    y0 = _extend(rows, y0, -1, 1, max(0, y0 - box.h // 3))
+    y1 = _extend(rows, y1 - 1, 1, 1, min(height - 1, y1 + box.h // 3)) + 1
+    return Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+
+def _extend(marked: np.ndarray, start: int, step: int, gap: int, stop: int) -> int:
+    """The last marked index reached from ``start`` by ``step`` across gaps up to ``gap``."""
+    last, i, missed = start, start + step, 0
+    while (i <= stop if step > 0 else i >= stop) and missed <= gap:
+        if marked[i]:
+            last, missed = i, 0
+        else:
+            missed += 1
+        i += step
+    return last
+
+
+def _union(boxes: list[Box]) -> Box:
+    x0, y0 = min(b.x for b in boxes), min(b.y for b in boxes)
+    return Box(x0, y0, max(b.x2 for b in boxes) - x0, max(b.y2 for b in boxes) - y0)
+
+
+def looks_identifying(text: str, tokens: set[str] | frozenset[str] = frozenset()) -> bool:
+    """True for a date, a time, a long number, an ID, ``Surname, Given`` or a header word."""
+    if (
+        _DATE.search(text)
+        or _TIME.search(text)
+        or _LONG_NUMBER.search(text)
+        or _SURNAME_GIVEN.search(text)
+        or _ID_LABEL.search(text)
+    ):
+        return True
+    words = [w.strip(".,:;'\"()#").lower() for w in text.split()]
+    if any(_ID.fullmatch(w) and not _SCALE_LABEL.match(w) for w in words):
+        return True
+    return any(w in tokens for w in words if len(w) >= MIN_IDENTIFYING_TOKEN)
+
+
+def _blank_reason(
+    text: str,
+    box: Box,
+    confidence: float,
+    proposal: RegionProposal,
+    height: int,
+    tokens: set[str],
+) -> str:
+    """Why a line goes, or ``kept: ...``; inside views only confident readings count.
+
+    Speckle read as letters has a low confidence: blanking it would cut into the image.
+    """
+    inside = any(_overlap(box, view) >= 0.5 for view in proposal.views)
+    confident = confidence >= MIN_CONFIDENCE and sum(ch.isalnum() for ch in text) >= 2
+    if looks_identifying(text, tokens) and (confident or not inside):
+        return "identifying"
+    if box.y2 <= TITLE_BAR_SHARE * height and confident:
+        return "title bar"
+    if inside:
+        return "kept: inside a view"
+    if proposal.scale_bar is not None and _is_bar_label(box, proposal.scale_bar):
+        return "kept: colour bar label"
+    if _is_depth_label(text, box, proposal.views):
+        return "kept: depth scale"
+    return "outside the views"
+
+
+def _overlap(box: Box, other: Box) -> float:
+    """Share of ``box`` that lies inside ``other``."""
+    ix = max(0, min(box.x2, other.x2) - max(box.x, other.x))
+    iy = max(0, min(box.y2, other.y2) - max(box.y, other.y))
+    return ix * iy / box.area if box.area else 0.0
+
+
+def _is_bar_label(box: Box, bar: Box) -> bool:
+    """Non-identifying text beside the colour bar: its scale, however the OCR read it."""
+    reach = max(BAR_LABEL_REACH_PX, 4 * bar.w)
+    near_x = box.x < bar.x2 + reach and box.x2 > bar.x - reach
+    return near_x and box.y < bar.y2 + 2 * box.h and box.y2 > bar.y - 2 * box.h
+
+
+def _is_depth_label(text: str, box: Box, views: tuple[Box, ...]) -> bool:
+    if not all(_DEPTH_LABEL.match(w) for w in text.split()):
+        return False
+    for view in views:
+        beside = box.x2 > view.x - DEPTH_SCALE_REACH_PX and box.x < view.x2 + DEPTH_SCALE_REACH_PX
+        if beside and box.y >= view.y - box.h and box.y2 <= view.y2 + box.h:
+            return True
+    return False
+
+
+_LOSSY_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLossless})
+_TOKEN_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
+
+
+def header_tokens(ds: Dataset) -> set[str]:
+    """Identifying words of an original (not yet de-identified) DICOM header.
+
+    Every text value the header de-identification removes counts (names, IDs, institution,
+    descriptions), at any depth: if it is burned in too, it goes wherever it is.
+    """
+    kept = {k.keyword for k in KEPT if k.action == KEEP}
+    values: list[str] = []
+
+    def collect(_ds: Dataset, elem: Any) -> None:
+        if elem.VR in _TOKEN_VRS and elem.keyword not in kept and elem.value:
+            values.extend(str(v) for v in (elem.value if elem.VM > 1 else [elem.value]))
+
+    ds.walk(collect)
+    return identifying_tokens(values)
+
+
+@dataclass(frozen=True)
+class CleanUpload:
+    """What the store keeps of one upload once its burned-in text is blanked."""
+
+    cleaning: PixelCleaning
+    dicom: bytes | None
+    """The de-identified DICOM file with cleaned pixels (None for PNG/JPEG/TIFF)."""
+    header: dict[str, Any] | None
+    """The de-identified header, now saying BurnedInAnnotation=NO and 113101."""
+
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.cleaning.pixels
+
+
+def clean_upload(data: bytes, decoded: DecodedImage, *, name: str, pseudonym: str) -> CleanUpload:
+    """Blank burned-in text of one decoded upload; for DICOM, re-encode every frame.
+
+    The boxes found on the decoded frame are blanked in all frames of a cine file (scanners
+    print the banner at the same place on each). A cleaned DICOM is stored uncompressed
+    (Explicit VR Little Endian, YBR converted to RGB), so the blanking is exact.
+    """
+    if decoded.source_format != "dicom":
+        return CleanUpload(_clean_or_refuse(decoded.pixels, None, set(), name), None, None)
+    if not pseudonym:
+        raise ValueError("a stored DICOM must carry the patient's pseudonym; got an empty one")
+    ds = _read(data, name)
+    cleaning = _clean_or_refuse(decoded.pixels, decoded.dicom_header, header_tokens(ds), name)
+    deidentify_in_place(ds, pseudonym=pseudonym)
+    if cleaning.blanked:
+        _blank_all_frames(ds, decoded, cleaning, name)
+    mark_pixels_cleaned(ds)
+    buf = io.BytesIO()
+    try:
+        dcmwrite(buf, ds, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ImageReadError(name, f"the cleaned DICOM cannot be written ({exc})") from exc
+    return CleanUpload(cleaning, buf.getvalue(), header_to_json(ds))
+
+
+def _clean_or_refuse(
+    pixels: np.ndarray, header: dict[str, Any] | None, tokens: set[str], name: str
+) -> PixelCleaning:
+    """:func:`clean_pixels`, with a missing or broken Tesseract said in words."""
+    try:
+        return clean_pixels(pixels, header, tokens=tokens)
+    except (pytesseract.TesseractNotFoundError, pytesseract.TesseractError) as exc:
+        raise ImageReadError(
+            name,
+            f"its burned-in text cannot be searched: the Tesseract OCR engine failed ({exc})",
+            "Install Tesseract on the server (apt-get install tesseract-ocr; see README) "
+            "and import again.",
+        ) from exc
+
+
+def _read(data: bytes, name: str) -> Dataset:
+    try:
+        return dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom raises many types on malformed input
+        raise ImageReadError(name, f"the DICOM file cannot be parsed ({exc})") from exc
+
+
+def _blank_all_frames(
+    ds: Dataset, decoded: DecodedImage, cleaning: PixelCleaning, name: str
+) -> None:
+    """Blank the cleaned boxes in every frame of ``ds`` and store it uncompressed."""
+    try:
+        stack = pixel_array(ds, raw=False)
+    except Exception as exc:  # decoder plugins raise assorted types on corrupt streams
+        raise ImageReadError(name, f"the DICOM pixel data cannot be decoded ({exc})") from exc
+    frames = int(ds.get("NumberOfFrames") or 1)
+    stack = np.array(stack if frames > 1 else stack[np.newaxis], copy=True)
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom converted the samples on decoding
+    y, x = _background_pixel(decoded.pixels, cleaning.pixels)
+    fill = np.array(stack[decoded.frame_index or 0, y, x], copy=True)
+    for line in cleaning.blanked:
+        stack[:, line.box.y : line.box.y2, line.box.x : line.box.x2] = fill
+    lossy = ds.file_meta.TransferSyntaxUID in _LOSSY_SYNTAXES
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # also for big-endian sources
+    ds.set_pixel_data(
+        stack if frames > 1 else stack[0],
+        photometric,
+        int(ds.get("BitsStored") or stack.dtype.itemsize * 8),
+        generate_instance_uid=False,
+    )
+    if lossy:
+        ds.LossyImageCompression = "01"
+
+
+def _background_pixel(original: np.ndarray, cleaned: np.ndarray) -> tuple[int, int]:
+    """Where a blanked pixel lies, to read the fill value in the file's own sample space."""
+    changed = np.argwhere(
+        np.any(original != cleaned, axis=-1) if original.ndim == 3 else original != cleaned
+    )
+    if len(changed):
+        return int(changed[0][0]), int(changed[0][1])
+    return 0, 0
