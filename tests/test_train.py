@@ -1,12 +1,14 @@
 """Training runs end to end on the 24-patient demo: tiny 32×32 inputs, random weights, 1 epoch.
 
 One run per architecture (fast mode), fusion, full mode, k-fold, determinism, reloading the
-saved model, and cancellation. The demo has 21 CT-eligible patients, 4 with sarcopenia, so
+saved model, and cancellation; and one 10-epoch run on 32 patients with a plain signal,
+whose test AUC shows that training learns. The demo has 21 CT-eligible patients, 4 with sarcopenia, so
 the split is 11/5/5.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from core import config
+from core.cohort import SyntheticPatient, synthetic_cohort
 from core.datafiles import data_path, file_sha256
 from core.dataset import load_split, load_task_data
+from core.demo import load_demo
 from core.jobs import cancel_run, claim_run, create_run
 from core.models import VARIANCE_FLOOR
 from core.store import ImageStore
@@ -238,3 +242,46 @@ def test_subset_metrics_without_both_classes_has_no_auc():
     both = subset_metrics(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.4, 0.6]), 0.5)
     assert both["auc"] == pytest.approx(0.75)
     assert both["tp"] == 1 and both["fp"] == 1
+
+
+def _plain_echogenicity_cohort(seed: int, n: int) -> list[SyntheticPatient]:
+    """Demo patients alternating between grade 0 with healthy muscle and grade 3 with poor
+    muscle, both readers agreeing: low/high echogenicity is plain in every phantom."""
+    cohort = []
+    for index, patient in enumerate(synthetic_cohort(seed=seed, n=n)):
+        grade, quality = (3, -2.0) if index % 2 else (0, 2.0)
+        cohort.append(
+            dataclasses.replace(
+                patient, true_grade=grade, reader_grades=(grade, grade), quality=quality
+            )
+        )
+    return cohort
+
+
+def test_fast_mode_learns_a_plain_signal_well_above_chance(db, store, monkeypatch):
+    """The whole pipeline (render, store, crop, normalize, cached backbone features, head,
+    early stopping, test predictions) must learn what any model could: a training loop that
+    silently stops learning scores near chance here and fails.
+
+    32 patients, 16/6/10; the study's Adam at 1e-3 instead of 1e-4 so that 10 epochs of a
+    random-weight VGG19 head suffice (the study's rate needs more epochs than a test can
+    afford). With the head left untrained this run scores 0.68 on the same split.
+    """
+    monkeypatch.setattr("core.demo.synthetic_cohort", _plain_echogenicity_cohort)
+    load_demo(db, store, n=32)
+    run = _train(
+        db,
+        store,
+        task="echogenicity_gsu",
+        sizes=(16, 6, 10),
+        input_size=64,
+        epochs=10,
+        lr=1e-3,
+        seed=42,
+    )
+    assert run.status == "done", run.error
+    test = run.metrics["test"]
+    assert test["n"] == 10
+    assert test["auc"] >= 0.8, test
+    losses = [epoch["loss"] for epoch in run.history["epochs"]]
+    assert min(losses[1:]) < losses[0], losses
