@@ -1,9 +1,9 @@
 """Training runs end to end on the 24-patient demo: tiny 32×32 inputs, random weights, 1 epoch.
 
 One run per architecture (fast mode), fusion, full mode, k-fold, determinism, reloading the
-saved model, and cancellation; and one 10-epoch run on 32 patients with a plain signal,
-whose test AUC shows that training learns. The demo has 21 CT-eligible patients, 4 with sarcopenia, so
-the split is 11/5/5.
+saved model, and cancellation. The demo has 21 CT-eligible patients, 4 with sarcopenia, so
+the split is 11/5/5. One more run, 10 epochs on 32 patients with a plain signal, shows by
+its test AUC that training learns.
 """
 
 from __future__ import annotations
