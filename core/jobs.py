@@ -615,6 +615,7 @@ def planned_settings(args: argparse.Namespace) -> list[TrainSettings]:
         grid = study_grid(args) if args.all else [settings_from_args(args, args.task, args.arch)]
         for settings in grid:
             settings.check_weights()
+        max_concurrent_runs()
     except (ValueError, FileNotFoundError, WeightsUnavailableError) as exc:
         raise CommandError(str(exc)) from None
     return grid

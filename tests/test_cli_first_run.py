@@ -43,20 +43,21 @@ def _run_count(data: Path) -> int:
 
 
 @pytest.mark.parametrize(
-    ("extra", "expected"),
+    ("extra", "env", "expected"),
     [
-        ([], "ImageNet weights for vgg19 are not on this machine"),
-        (["--weights", "none", "--epochs", "0"], "epochs must be at least 1"),
-        (["--weights", "/no/such/file.h5"], "does not exist"),
+        ([], {}, "ImageNet weights for vgg19 are not on this machine"),
+        (["--weights", "none", "--epochs", "0"], {}, "epochs must be at least 1"),
+        (["--weights", "/no/such/file.h5"], {}, "does not exist"),
+        (["--weights", "none"], {"SARCOPENIA_MAX_CONCURRENT_RUNS": "two"}, "whole number"),
     ],
 )
-def test_train_refuses_in_one_line_before_any_work(demo_env, tmp_path, extra, expected):
+def test_train_refuses_in_one_line_before_any_work(demo_env, tmp_path, extra, env, expected):
     """Out of the box (no ImageNet files) `train` fails at once: one line with the remedy,
     no traceback, and no failed run left in the database."""
     keras_home = tmp_path / "keras"
     result = _core(
         ["train", "--task", "sarcopenia_swe", "--arch", "vgg19", *extra],
-        {"SARCOPENIA_DATA_DIR": str(demo_env), "KERAS_HOME": str(keras_home)},
+        {"SARCOPENIA_DATA_DIR": str(demo_env), "KERAS_HOME": str(keras_home), **env},
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
