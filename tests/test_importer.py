@@ -9,6 +9,8 @@ import time
 import weakref
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pydicom
 import pytest
 from alembic import command
@@ -84,11 +86,27 @@ def test_dicom_kinds_import_deidentified(db, store, photometric, bits, syntax):
     header = pydicom.dcmread(stored)
     assert header.PatientID == "P-DCM"
     assert "SequenceOfUltrasoundRegions" in header
+    assert header.BurnedInAnnotation == "NO"  # the pixels went through the text cleaner
     with db.read() as s:
         image = s.scalar(select(Image))
     assert image.source_format == "dicom"
     assert "Doe" not in str(image.dicom_header)
     assert image.dicom_header["PatientID"] == "P-DCM"
+    assert image.dicom_header["BurnedInAnnotation"] == "NO"
+
+
+def test_burned_in_name_is_blanked_before_the_png_is_stored(db, store):
+    screen = np.zeros((240, 320, 3), np.uint8)
+    screen[60:220, 60:260] = np.random.default_rng(1).integers(20, 120, (160, 200, 3))
+    cv2.putText(
+        screen, "DOE, JANE 12/03/2024", (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255,) * 3, 2
+    )
+    data = make_zip([row("P-TXT", "g.png")], {"g.png": cv2.imencode(".png", screen)[1].tobytes()})
+    assert import_bundle(ZipBundle(data), db, store).ok
+    (stored,) = _stored_files(store)
+    kept = cv2.imread(str(stored))
+    assert (kept[:45] > 200).sum() == 0
+    np.testing.assert_array_equal(kept[100:180, 100:220], screen[100:180, 100:220])
 
 
 def test_reimporting_the_same_bundle_is_a_no_op(db, store):
