@@ -112,6 +112,10 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_the_sweep_cleans_up(
     orphans = on_disk - _paths(db)
     with capsys.disabled():
         print(f"\n[crash] killed with {counts['patients']} patients, {len(orphans)} orphan files")
+    # The kill must have landed where it matters: files written, rows not committed. A kill
+    # after the commit (all 40 patients, no orphans) would pass everything below unseen.
+    assert counts["patients"] == 0, "the kill came after the commit; nothing was tested"
+    assert len(orphans) >= KILL_AFTER_FILES, orphans
 
     assert startup_checks(db, store) == StartupReport([], 0), "young files must be left alone"
     report = startup_checks(db, store, grace=NOW)
