@@ -31,6 +31,7 @@ from db.models import (
     Split,
     SplitAssignment,
     TrainingRun,
+    UserSession,
 )
 
 
@@ -98,6 +99,14 @@ def _fill(url: str) -> None:
             )
         )
         s.add(LoginAttempt(username="alice", client_key="k", success=True))
+        s.add(
+            UserSession(
+                token_hash="ab" * 32,
+                reader_id=reader.id,
+                client="ip:local",
+                expires_at=dt.datetime(2026, 1, 1, 20, 0),
+            )
+        )
 
     db.write(work)
     db.dispose()
