@@ -183,7 +183,7 @@ def demo_offer(reader: Reader | None) -> bool:
         st.info("No cases yet: an administrator imports them.")
         return True
     if blocker:
-        st.info(f"No cases yet: import them below. {blocker}")
+        st.info(f"No cases yet. {blocker}")
         return True
     st.markdown(
         "Load the **synthetic demo cohort**: 160 invented patients whose figures match the "
