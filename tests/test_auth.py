@@ -207,21 +207,26 @@ def test_an_admin_lifts_the_wait_and_it_is_audited(db, capsys):
     assert "5 failed attempts forgotten" in capsys.readouterr().out
 
 
-def test_demo_accounts_are_refused_when_the_server_runs_for_real_use(db, monkeypatch):
-    def work(session):
-        from db.auth import insert_reader
+def add_demo_account(db: Database, username: str, role: str = "reader") -> Reader:
+    """A demo account (``reader.demo``) whose password is ``PASSWORD``."""
+    from db.auth import insert_reader
 
-        insert_reader(
-            session,
+    password_hash = auth.hash_password(PASSWORD)
+    return db.write(
+        lambda s: insert_reader(
+            s,
             actor=None,
-            username="admin",
-            display_name="Demo administrator",
-            role="admin",
-            password_hash=auth.hash_password(PASSWORD),
+            username=username,
+            display_name=username,
+            role=role,
+            password_hash=password_hash,
             demo=True,
         )
+    )
 
-    db.write(work)
+
+def test_demo_accounts_are_refused_when_the_server_runs_for_real_use(db, monkeypatch):
+    add_demo_account(db, "admin", "admin")
     assert _sign_in(db, "admin", PASSWORD).ok
     monkeypatch.setenv("SARCOPENIA_DEMO", "0")
     assert _sign_in(db, "admin", PASSWORD, at=1).message == auth.DEMO_REFUSED

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from core import auth, sessions
 from db.models import UserSession
+from tests.test_auth import add_demo_account
 
 PASSWORD = "correct horse battery"
 T0 = dt.datetime(2026, 3, 2, 9, 0)
@@ -85,19 +86,7 @@ def test_sign_out_deactivation_and_a_new_password_revoke_sessions(db, alice):
 
 
 def test_demo_sessions_end_when_the_server_runs_for_real_use(db, monkeypatch):
-    from db.auth import insert_reader
-
-    demo = db.write(
-        lambda s: insert_reader(
-            s,
-            actor=None,
-            username="radiologist1",
-            display_name="Radiologist 1",
-            role="reader",
-            password_hash=auth.hash_password(PASSWORD),
-            demo=True,
-        )
-    )
+    demo = add_demo_account(db, "radiologist1")
     token = sessions.start_session(db, demo, client="ip:a", now=T0)
     monkeypatch.setenv("SARCOPENIA_DEMO", "0")
     ended = sessions.resume_session(db, token, now=_at(1))
