@@ -11,7 +11,7 @@ statsmodels (the SAS/Fleiss–Cohen–Everitt formulas), not from hand-written f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,15 +23,27 @@ from statsmodels.stats.inter_rater import cohens_kappa
 from core.boxes import Box
 from core.labels import GRADES, dichotomize_grade
 
-UNDEFINED_KAPPA_NOTE = (
-    "Both readers used one and the same category for every image, so chance agreement is "
-    "100% and kappa is undefined (0/0); report the percent agreement instead."
+SE_FLOOR = 1e-6
+"""Below this the asymptotic SE is rounding noise of a zero variance (one category only)."""
+
+NOT_ESTIMABLE_HELP = (
+    "Kappa is not estimable when both readers used one and the same category for every "
+    "image (chance agreement is then 100% and kappa is 0/0), and its interval is not "
+    "estimable when one reader used a single category (kappa is then 0 by construction, "
+    "with no variance). Read the percent agreement for those images instead."
 )
 
-ZERO_SE_NOTE = (
-    "One reader used a single category for every image, so the asymptotic standard error is 0 "
-    "and gives no usable interval; grade more varied images before reading kappa."
-)
+
+def _only(categories: list[int], label: Callable[[int], str]) -> str:
+    return " and ".join(label(c) for c in categories)
+
+
+def _one_category_note(single: dict[str, list[int]], label: Callable[[int], str]) -> str:
+    """Which reader(s) used a single category, in words for a table cell."""
+    if len(single) == 2:
+        return f"both readers used only {_only(single['first'], label)}"
+    ((which, categories),) = single.items()
+    return f"the {which} reader used only {_only(categories, label)}"
 
 
 class AgreementInputError(ValueError):
@@ -50,6 +62,19 @@ class Kappa:
     upper: float
     se: float
     note: str | None = None
+
+    def cell(self) -> str:
+        """The table text: "0.62 (0.41–0.83)", or "not estimable" with the reason, never NaN."""
+        if math.isnan(self.value):
+            return f"not estimable: {self.note}"
+        if math.isnan(self.lower) or math.isnan(self.upper):
+            return f"{_two(self.value)} (CI not estimable: {self.note})"
+        return f"{_two(self.value)} ({_two(self.lower)}–{_two(self.upper)})"
+
+
+def _two(x: float) -> str:
+    """Two decimals without a negative zero ("-0.00")."""
+    return f"{round(x, 2) + 0.0:.2f}"
 
 
 @dataclass(frozen=True)
@@ -106,13 +131,16 @@ def kappa_with_ci(
     weights: Literal["linear", "quadratic"] | None = None,
     categories: Sequence[int] = GRADES,
     alpha: float = 0.05,
+    label: Callable[[int], str] = lambda c: f"grade {c}",
 ) -> Kappa:
     """Cohen's kappa (scikit-learn) with a (1 − alpha) CI from statsmodels' asymptotic SE.
 
     ``categories`` fixes the table to every possible grade in order, even those nobody used,
     so that weights depend on the grade distance, not on which grades happened to occur.
     When chance agreement is 100% (both readers used a single, identical category) kappa is
-    undefined: everything is NaN and ``note`` says why.
+    undefined: everything is NaN and ``note`` says why. When one reader used a single
+    category, kappa is 0 with no variance: the interval is NaN and ``note`` names the
+    reader. ``label`` names a category in the notes.
     """
     if not 0.0 < alpha < 1.0:
         raise AgreementInputError(f"alpha must be between 0 and 1, got {alpha!r}.")
@@ -125,14 +153,22 @@ def kappa_with_ci(
     table = confusion_matrix(a_arr, b_arr, labels=labels)
     n = table.sum()
     expected_agreement = float(table.sum(axis=1) @ table.sum(axis=0)) / n**2
+    single = {
+        which: sorted(set(arr.tolist()))
+        for which, arr in (("first", a_arr), ("second", b_arr))
+        if len(set(arr.tolist())) == 1
+    }
     if math.isclose(expected_agreement, 1.0):
-        return Kappa(math.nan, math.nan, math.nan, math.nan, note=UNDEFINED_KAPPA_NOTE)
+        note = _one_category_note(single, label)
+        return Kappa(math.nan, math.nan, math.nan, math.nan, note=note)
     value = float(cohen_kappa_score(a_arr, b_arr, labels=labels, weights=weights))
     with np.errstate(divide="ignore", invalid="ignore"):  # its unused H0 z-test can be 0/0
         result = cohens_kappa(table, wt=weights)
     se = math.sqrt(max(float(result.var_kappa), 0.0))
-    if se == 0.0 and not math.isclose(value, 1.0):
-        return Kappa(value, math.nan, math.nan, se, note=ZERO_SE_NOTE)
+    if single:
+        return Kappa(value, math.nan, math.nan, 0.0, note=_one_category_note(single, label))
+    if se < SE_FLOOR and not math.isclose(value, 1.0):
+        return Kappa(value, math.nan, math.nan, 0.0, note="its standard error is 0 for this table")
     half = float(norm.isf(alpha / 2.0)) * se
     return Kappa(
         value=value,
@@ -186,7 +222,9 @@ def pair_agreement(
         kappa=kappa_with_ci(a_arr, b_arr),
         kappa_linear=kappa_with_ci(a_arr, b_arr, weights="linear"),
         kappa_quadratic=kappa_with_ci(a_arr, b_arr, weights="quadratic"),
-        kappa_dichotomized=kappa_with_ci(a_bin, b_bin, categories=(0, 1)),
+        kappa_dichotomized=kappa_with_ci(
+            a_bin, b_bin, categories=(0, 1), label=lambda c: ("low", "high")[c] + " grades"
+        ),
         percent_agreement=100.0 * float(np.mean(a_arr == b_arr)),
         confusion=confusion_matrix(a_arr, b_arr, labels=list(GRADES)),
         box_iou_median=float(np.median(ious)) if ious.size else None,

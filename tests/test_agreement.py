@@ -10,9 +10,8 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import cohens_kappa
 
 from core.agreement import (
-    UNDEFINED_KAPPA_NOTE,
-    ZERO_SE_NOTE,
     AgreementInputError,
+    Kappa,
     kappa_with_ci,
     pair_agreement,
 )
@@ -106,7 +105,8 @@ def test_perfect_agreement_has_zero_se() -> None:
 def test_single_shared_category_is_undefined_with_note() -> None:
     k = kappa_with_ci([1, 1, 1], [1, 1, 1])
     assert math.isnan(k.value) and math.isnan(k.lower) and math.isnan(k.se)
-    assert k.note == UNDEFINED_KAPPA_NOTE
+    assert k.note == "both readers used only grade 1"
+    assert k.cell() == "not estimable: both readers used only grade 1"
 
 
 def test_one_constant_reader_gives_zero_kappa_without_interval() -> None:
@@ -114,7 +114,44 @@ def test_one_constant_reader_gives_zero_kappa_without_interval() -> None:
     assert k.value == pytest.approx(0.0)
     assert k.se == 0.0
     assert math.isnan(k.lower) and math.isnan(k.upper)
-    assert k.note == ZERO_SE_NOTE
+    assert k.cell() == "0.00 (CI not estimable: the first reader used only grade 1)"
+
+
+def test_rounding_noise_in_the_se_is_not_an_interval() -> None:
+    """statsmodels returns a variance of ~1e-13 here, which printed as "(-0.00–0.00)"."""
+    k = kappa_with_ci([1, 0, 1, 1], [1, 1, 1, 1], weights="quadratic")
+    assert k.cell() == "0.00 (CI not estimable: the second reader used only grade 1)"
+
+
+def test_dichotomized_notes_name_low_and_high() -> None:
+    found = pair_agreement("a", "b", [0, 1, 0, 1], [2, 3, 0, 1])
+    assert found.kappa_dichotomized.cell() == (
+        "0.00 (CI not estimable: the first reader used only low grades)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kappa", "text"),
+    [
+        (Kappa(0.6234, 0.4111, 0.8367, 0.1), "0.62 (0.41–0.84)"),
+        (Kappa(-0.000001, -0.000002, 0.000001, 0.0), "0.00 (0.00–0.00)"),
+        (Kappa(math.nan, math.nan, math.nan, math.nan, note="x"), "not estimable: x"),
+    ],
+)
+def test_kappa_cells_never_show_nan_or_negative_zero(kappa: Kappa, text: str) -> None:
+    assert kappa.cell() == text
+    assert "nan" not in kappa.cell() and "-0.00" not in kappa.cell()
+
+
+def test_no_grade_pattern_prints_nan_in_a_cell() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 9))
+        a = rng.integers(0, 4, n) if rng.random() < 0.7 else np.full(n, rng.integers(0, 4))
+        b = rng.integers(0, 4, n) if rng.random() < 0.7 else np.full(n, rng.integers(0, 4))
+        found = pair_agreement("a", "b", a, b)
+        for k in (found.kappa, found.kappa_linear, found.kappa_quadratic, found.kappa_dichotomized):
+            assert "nan" not in k.cell() and "-0.00" not in k.cell(), (a, b, k)
 
 
 @pytest.mark.parametrize(
