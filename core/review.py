@@ -1112,6 +1112,19 @@ def _model_view(
     )
 
 
+def _visible_boxes(entry: dict[str, Any], blinded_viewer: Reader | None) -> dict[str, Box]:
+    """The boxes to draw by owner; a blinded reader sees only their own and the automatic
+    one (others' boxes and the consensus box would give away that others have read)."""
+    readers = entry["readers"]
+    if blinded_viewer is not None:
+        readers = {u: b for u, b in readers.items() if u == blinded_viewer.username}
+    owned = {**readers}
+    for owner in ("consensus", "auto"):
+        if entry[owner] is not None and (owner == "auto" or blinded_viewer is None):
+            owned[owner] = entry[owner]
+    return owned
+
+
 def _default_pixels(store: ImageStore) -> Callable[[str], np.ndarray]:
     return lambda path: to_display_rgb(load_pixels(store, path))
 
@@ -1170,10 +1183,7 @@ def patient_review(
     images: dict[str, ImageView] = {}
     for modality, img in by_modality.items():
         entry = boxes.get(img.id, {"consensus": None, "readers": {}, "auto": None})
-        owned = {**entry["readers"]}
-        for owner in ("consensus", "auto"):
-            if entry[owner] is not None:
-                owned[owner] = entry[owner]
+        owned = _visible_boxes(entry, viewer if blinded else None)
         chosen = None
         if owned:
             chosen = choose_box(entry["consensus"], entry["readers"], entry["auto"], image_label="")

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from core import labels
@@ -104,10 +104,31 @@ class CaseFilter:
     consensus: Literal["any", "done", "pending"] = "any"
 
 
+def _consensus_on(gsu: Any, viewer: Reader | None) -> ColumnElement[bool]:
+    """Join condition of a GSU image's consensus, as ``viewer`` may see it.
+
+    A reader sees the consensus only of images they have graded themselves (blinding);
+    an admin, or no person (CLI, benchmarks), sees every consensus.
+    """
+    on = ConsensusGrade.image_id == gsu.c.id
+    if viewer is None or viewer.role == "admin":
+        return on
+    graded = exists().where(Grade.image_id == gsu.c.id, Grade.reader_id == viewer.id)
+    return and_(on, graded)
+
+
 def list_cases(
-    session: Session, filters: CaseFilter = CaseFilter(), *, limit: int = 50, offset: int = 0
+    session: Session,
+    filters: CaseFilter = CaseFilter(),
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    viewer: Reader | None = None,
 ) -> tuple[list[CaseRow], int]:
-    """One page of the case list and the total number of matching patients."""
+    """One page of the case list and the total number of matching patients.
+
+    The consensus column and filter show only what ``viewer`` may see (``_consensus_on``).
+    """
     gsu = Image.__table__.alias("gsu")
     swe = Image.__table__.alias("swe")
     n_grades = (
@@ -137,7 +158,7 @@ def list_cases(
         .outerjoin(CtMeasurement, CtMeasurement.patient_id == Patient.id)
         .outerjoin(gsu, and_(gsu.c.patient_id == Patient.id, gsu.c.modality == "GSU"))
         .outerjoin(swe, and_(swe.c.patient_id == Patient.id, swe.c.modality == "SWE"))
-        .outerjoin(ConsensusGrade, ConsensusGrade.image_id == gsu.c.id)
+        .outerjoin(ConsensusGrade, _consensus_on(gsu, viewer))
     )
     conditions: list[ColumnElement[bool]] = []
     if filters.code_contains:
@@ -157,7 +178,7 @@ def list_cases(
         conditions.append(ConsensusGrade.id.is_(None))
     if conditions:
         stmt = stmt.where(and_(*conditions))
-    total = session.scalar(_count_matching(session, filters, conditions)) or 0
+    total = session.scalar(_count_matching(filters, conditions, viewer)) or 0
     page = session.execute(stmt.order_by(Patient.code).limit(limit).offset(offset)).all()
     rows = [
         CaseRow(
@@ -178,7 +199,7 @@ def list_cases(
     return rows, total
 
 
-def _count_matching(session: Session, filters: CaseFilter, conditions: list) -> Any:
+def _count_matching(filters: CaseFilter, conditions: list, viewer: Reader | None) -> Any:
     """Count without the per-row columns: only the joins the filters need."""
     stmt = select(func.count(Patient.id)).select_from(Patient)
     if filters.sarcopenia != "any":
@@ -187,7 +208,7 @@ def _count_matching(session: Session, filters: CaseFilter, conditions: list) -> 
         gsu = Image.__table__.alias("gsu")
         stmt = stmt.outerjoin(
             gsu, and_(gsu.c.patient_id == Patient.id, gsu.c.modality == "GSU")
-        ).outerjoin(ConsensusGrade, ConsensusGrade.image_id == gsu.c.id)
+        ).outerjoin(ConsensusGrade, _consensus_on(gsu, viewer))
     return stmt.where(and_(*conditions)) if conditions else stmt
 
 

@@ -171,8 +171,14 @@ class PairData:
     boxes_b: list[Box | None]
 
 
-def reader_pairs(session: Session, min_common: int = 2) -> list[PairData]:
-    """Per pair of readers, their grades (and GSU boxes) on the images both graded."""
+def reader_pairs(
+    session: Session, min_common: int = 2, involving: str | None = None
+) -> list[PairData]:
+    """Per pair of readers, their grades (and GSU boxes) on the images both graded.
+
+    ``involving`` keeps only the pairs that include that reader: a reader sees agreement
+    with their own grades, never two colleagues' grades against each other (blinding).
+    """
     rows = session.execute(
         select(Grade.image_id, Reader.id, Reader.username, Grade.grade)
         .join(Reader, Reader.id == Grade.reader_id)
@@ -187,6 +193,8 @@ def reader_pairs(session: Session, min_common: int = 2) -> list[PairData]:
     boxes = _reader_boxes(session, sorted({r.image_id for r in rows}))
     pairs = []
     for a, b in itertools.combinations(sorted(by_reader), 2):
+        if involving is not None and involving not in (a, b):
+            continue
         common = sorted(set(by_reader[a]) & set(by_reader[b]))
         if len(common) < min_common:
             continue

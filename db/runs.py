@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Patient, Prediction, TrainingRun
+from db.models import Grade, Image, Patient, Prediction, TrainingRun
 
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
@@ -122,9 +122,13 @@ class PredictionRow:
 
 
 def run_predictions(
-    session: Session, run_id: int, subset: str | None = None
+    session: Session, run_id: int, subset: str | None = None, *, graded_by: int | None = None
 ) -> list[PredictionRow]:
-    """A run's stored predictions with patient codes, by fold, subset and code."""
+    """A run's stored predictions with patient codes, by fold, subset and code.
+
+    ``graded_by`` keeps only patients whose GSU image that reader has graded: an
+    echogenicity model's call is hidden from a reader until then (blinding).
+    """
     query = (
         select(Prediction, Patient.code)
         .join(Patient, Patient.id == Prediction.patient_id)
@@ -133,6 +137,13 @@ def run_predictions(
     )
     if subset is not None:
         query = query.where(Prediction.subset == subset)
+    if graded_by is not None:
+        graded = (
+            select(Image.patient_id)
+            .join(Grade, Grade.image_id == Image.id)
+            .where(Image.modality == "GSU", Grade.reader_id == graded_by)
+        )
+        query = query.where(Prediction.patient_id.in_(graded))
     return [
         PredictionRow(
             patient_id=p.patient_id,

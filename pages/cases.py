@@ -63,12 +63,16 @@ def filters() -> CaseFilter:
 
 case_filter = filters()
 with db.read() as session:
-    _, total = list_cases(session, case_filter, limit=1)
+    _, total = list_cases(session, case_filter, limit=1, viewer=reader)
 pages = max(1, -(-total // PAGE_SIZE))
 page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
 with db.read() as session:
-    rows, total = list_cases(session, case_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    rows, total = list_cases(
+        session, case_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, viewer=reader
+    )
 st.caption(f"{total} patient(s) match.")
+if reader.role != "admin":
+    st.caption("The consensus shows only for patients you have graded (blinding).")
 table = pd.DataFrame([r.__dict__ for r in rows]).drop(columns=["id"], errors="ignore")
 selection = show_table(
     table,

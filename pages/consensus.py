@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.agreement import PairAgreement, pair_agreement
+from core.agreement import NOT_ESTIMABLE_HELP, PairAgreement, pair_agreement
 from core.display import box_color_name, draw_boxes
 from core.labels import GRADES
 from db.consensus import (
@@ -21,6 +20,7 @@ from db.consensus import (
     mean_box,
     reader_pairs,
 )
+from db.consensus_rules import superseded_history
 from db.grading import image_info
 from db.readers import get_reader
 from pages.components import (
@@ -60,10 +60,13 @@ def visible_disagreements() -> list[Disagreement]:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def agreement_results(_db_url: str, version: tuple) -> list[PairAgreement]:
-    """Agreement per reader pair, recomputed only when a grade or box changed."""
+def agreement_results(_db_url: str, version: tuple, involving: str | None) -> list[PairAgreement]:
+    """Agreement per reader pair, recomputed only when a grade or box changed.
+
+    A reader (``involving``) gets only the pairs they belong to (blinding).
+    """
     with db.read() as session:
-        pairs = reader_pairs(session)
+        pairs = reader_pairs(session, involving=involving)
     return [
         pair_agreement(p.reader_a, p.reader_b, p.grades_a, p.grades_b, p.boxes_a, p.boxes_b)
         for p in pairs
@@ -115,11 +118,23 @@ def disagreement_view(items: list[Disagreement]) -> None:
             shown = draw_boxes(pixels, [None] * index + [g.box])
             box_text = f"{box_color_name(index)} box" if g.box else "no box"
             show_image(shown, caption=f"{plain(name_of(g.username))}'s {box_text}")
+    superseded_note(item.image_id)
     model_advice(item)
     if is_admin:
         adjudication_form(item)
     else:
         st.caption("An admin records the adjudicated consensus.")
+
+
+def superseded_note(image_id: int) -> None:
+    """Earlier consensus of this image that a later grade contradicted, and why."""
+    with db.read() as session:
+        earlier = superseded_history(session, image_id)
+    for old in earlier:
+        st.text(
+            f"Earlier consensus: grade {old.grade} ({old.method}), superseded "
+            f"{old.superseded_at:%Y-%m-%d %H:%M} UTC. {old.reason}"
+        )
 
 
 def model_advice(item: Disagreement) -> None:
@@ -162,18 +177,12 @@ def model_advice(item: Disagreement) -> None:
             show_image(advice.overlay_full, caption="Grad-CAM in the scan")
 
 
-def kappa_cell(k) -> str:
-    if np.isnan(k.value):
-        return "n/a"
-    return f"{k.value:.2f} ({k.lower:.2f}–{k.upper:.2f})"
-
-
 def agreement_view() -> None:
     st.subheader("Inter-reader agreement")
     with db.read() as session:
         counts = consensus_counts(session)
         version = grades_version(session)
-    results = agreement_results(db.url, version)
+    results = agreement_results(db.url, version, None if is_admin else reader.username)
     st.caption(
         f"Consensus so far: {counts.get('agreement', 0)} by agreement, "
         f"{counts.get('adjudication', 0)} by adjudication."
@@ -186,15 +195,20 @@ def agreement_view() -> None:
             "readers": f"{name_of(r.reader_a)} vs {name_of(r.reader_b)}",
             "images": r.n,
             "agreement %": round(r.percent_agreement, 1),
-            "kappa (95% CI)": kappa_cell(r.kappa),
-            "linear-weighted": kappa_cell(r.kappa_linear),
-            "quadratic-weighted": kappa_cell(r.kappa_quadratic),
-            "low/high kappa": kappa_cell(r.kappa_dichotomized),
+            "kappa (95% CI)": r.kappa.cell(),
+            "linear-weighted": r.kappa_linear.cell(),
+            "quadratic-weighted": r.kappa_quadratic.cell(),
+            "low/high kappa": r.kappa_dichotomized.cell(),
             "box IoU median": round(r.box_iou_median, 2) if r.box_iou_median is not None else None,
         }
         for r in results
     )
     show_table(table, hide_index=True)
+    kappas = [(r.kappa, r.kappa_linear, r.kappa_quadratic, r.kappa_dichotomized) for r in results]
+    if any(k.note for row in kappas for k in row):
+        st.caption(NOT_ESTIMABLE_HELP)
+    if not is_admin:
+        st.caption("Only your agreement with each colleague, on images you graded (blinding).")
     labels = [f"{name_of(r.reader_a)} vs {name_of(r.reader_b)}" for r in results]
     chosen = results[labels.index(st.selectbox("Pair", labels))]
     left, right = st.columns(2)

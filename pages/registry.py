@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.dataset import task_title
+from core.dataset import TASKS, task_title
 from core.jobs import RunActiveError, delete_run, reap_dead_runs
 from core.table1 import ARCH_NAMES
 from db.runs import get_run, list_runs, metrics_rows, run_history, run_predictions
@@ -40,7 +40,14 @@ labels = {
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="registry_run")
 with db.read() as session:
     run = get_run(session, run_id)
-    predictions = run_predictions(session, run_id) if run is not None else []
+    blinded = (
+        run is not None and reader.role != "admin" and TASKS[run.task].label == "echogenicity_high"
+    )
+    predictions = (
+        run_predictions(session, run_id, graded_by=reader.id if blinded else None)
+        if run is not None
+        else []
+    )
 if run is None:
     st.warning("This run was deleted meanwhile.")
     st.stop()
@@ -92,6 +99,8 @@ else:
 
 with st.expander("Settings"):
     st.json(run.settings)
+if blinded:
+    st.caption("Echogenicity predictions show only for patients you have graded (blinding).")
 if predictions:
     with st.expander(f"Predictions ({len(predictions)})"):
         show_table(pd.DataFrame([asdict(p) for p in predictions]), hide_index=True)

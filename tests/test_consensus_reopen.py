@@ -91,7 +91,7 @@ def test_an_uncertain_grade_does_not_count_until_settled(db, cohort, late):  # n
 
 def test_withdrawing_a_grade_the_agreement_rested_on_reopens_it(db, cohort):  # noqa: F811
     image = _agreed(db, cohort, 1)
-    gsu, r = cohort
+    _, r = cohort
     db.write(lambda s: save_grade(s, image, s.merge(r["b"]), 1, uncertain=True))
     with db.read() as s:
         assert consensus_of(s, image) is None
