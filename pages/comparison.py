@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from core.delong import StatisticsInputError
@@ -22,6 +24,7 @@ from core.table1 import (
     table1_from_scores,
 )
 from pages.components import get_db, get_store, plain, require_reader, show_table
+from pages.downloads import download, prepared_download
 
 DEFAULT_COLUMNS = 6
 
@@ -89,24 +92,33 @@ st.caption(
 show_table(table)
 for note in table.attrs.get("notes", []):
     st.caption(plain(note))
-st.download_button("Table 1 (CSV)", table_csv(table), "table1.csv", "text/csv", key="dl_table")
+download("Table 1 (CSV)", table_csv(table), "table1.csv", "text/csv", key="dl_table")
 
 with st.expander("The paper's figures (Yi et al. 2022, for reference)", expanded=True):
     show_table(PAPER_TABLE1)
     st.caption(PAPER_SOURCE)
-    st.download_button(
-        "Paper's Table 1 (CSV)", table_csv(PAPER_TABLE1), "table1_paper.csv", "text/csv"
+    download(
+        "Paper's Table 1 (CSV)",
+        table_csv(PAPER_TABLE1),
+        "table1_paper.csv",
+        "text/csv",
+        key="dl_paper",
     )
 
 
 def downloads(fig, name: str) -> None:
-    """HTML (self-contained) and PNG (kaleido, built on click) of one figure."""
-    left, right = st.columns(2)
-    left.download_button(
-        "HTML", lambda: figure_html(fig), f"{name}.html", "text/html", key=f"html_{name}"
+    """PNG (kaleido) and self-contained HTML of one figure, each built when asked for."""
+    stamp = hashlib.sha256(fig.to_json().encode()).hexdigest()
+    prepared_download(
+        "PNG", lambda: figure_png(fig), f"{name}.png", "image/png", key=f"png_{name}", stamp=stamp
     )
-    right.download_button(
-        "PNG", lambda: figure_png(fig), f"{name}.png", "image/png", key=f"png_{name}"
+    prepared_download(
+        "HTML",
+        lambda: figure_html(fig),
+        f"{name}.html",
+        "text/html",
+        key=f"html_{name}",
+        stamp=stamp,
     )
 
 
@@ -140,10 +152,11 @@ if reader.role == "admin":
         "with a data dictionary. Image features are measured once and cached."
     )
     run_ids = [labels[label] for label in chosen]
-    st.download_button(
-        "Labeled CSV + data dictionary (zip)",
+    prepared_download(
+        "labeled CSV + data dictionary (zip)",
         lambda: export_zip(db, get_store(), run_ids),
         "labeled_export.zip",
         "application/zip",
         key="dl_export",
+        stamp=",".join(map(str, run_ids)),
     )
