@@ -149,3 +149,31 @@ def test_cohort_jobs_start_from_the_page_and_show_progress(two_runs, monkeypatch
     assert len(bars) == 1 and bars[0].value == int(100 * 5 / 24)
     assert not any(b.key == f"cohort_{swe}" for b in at.button)
     assert tag["pid"] == os.getpid()
+
+
+def test_downloads_are_never_deferred_and_a_failure_is_shown(two_runs, monkeypatch):
+    """Deferred (callable) downloads expire on every rerun and fail without a word
+    (``MediaFileStorageError: Deferred file … not found``); every download here is bytes
+    with an address that survives reruns, and a file that cannot be built says so."""
+    import core.export
+    from core.export import FigureExportError
+
+    at = _page("comparison", "admin")
+    at.button(key="prepare_html_roc").click().run()
+    buttons = at.get("download_button")
+    assert {b.label for b in buttons} >= {"Table 1 (CSV)", "Download HTML"}
+    for button in buttons:
+        assert button.proto.url.startswith("/mock/media/"), button.label
+        assert not button.proto.deferred_file_id and button.proto.ignore_rerun
+    before = button.proto.url
+    at.toggle(key="cmp_details").set_value(True).run()
+    assert at.get("download_button")[-1].proto.url == before  # same file after a rerun
+
+    def no_chromium(fig, **_):
+        raise FigureExportError("PNG export failed: no Chromium on this machine.")
+
+    monkeypatch.setattr(core.export, "figure_png", no_chromium)
+    at.button(key="prepare_png_roc").click().run()
+    assert not at.exception
+    assert "PNG could not be prepared." in [e.value for e in at.error]
+    assert any("no Chromium" in t.value for t in at.text)
