@@ -64,7 +64,8 @@ def job_panel() -> None:
         status = predict_job_status(run.id)
         cols = st.columns([3, 1])
         if status is not None and status.active:
-            text = f"Run {run.id}: {status.done}/{status.total or '?'} patients"
+            done, total = status.done, status.total or "?"
+            text = f"Run {run.id}: predicting the cohort, {done} of {total} patients"
             cols[0].progress(status.fraction, text=text)
         elif status is not None and status.state == "failed":
             cols[0].error(f"Run {run.id}: the cohort prediction failed.")

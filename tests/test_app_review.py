@@ -147,6 +147,7 @@ def test_cohort_jobs_start_from_the_page_and_show_progress(two_runs, monkeypatch
     assert not at.exception
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].value == int(100 * 5 / 24)
+    assert "predicting the cohort, 5 of 24 patients" in bars[0].proto.text
     assert not any(b.key == f"cohort_{swe}" for b in at.button)
     assert tag["pid"] == os.getpid()
 
