@@ -1,9 +1,10 @@
 """Sign-in, passwords, roles and reader accounts.
 
 Passwords are hashed with Argon2id (argon2-cffi defaults, RFC 9106) and never stored or
-logged in clear. Failed sign-ins are rate-limited per username and per client key, with
-the attempts kept in the database so the limit survives restarts and holds across several
-app processes. Every account change writes an audit event in the same transaction.
+logged in clear. Failed sign-ins make the next try wait, exponentially, per username and
+per client address (never a hard lock, which anyone could impose on an admin), with the
+attempts kept in the database so the limit survives restarts and reloads and holds across
+several app processes. Every account change writes an audit event in the same transaction.
 """
 
 from __future__ import annotations
