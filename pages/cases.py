@@ -39,8 +39,7 @@ from pages.components import (
 )
 
 PAGE_SIZE = 50
-FULL_PROBLEMS = 5
-"""Up to this many import problems are shown as whole sentences; more go in a table."""
+FULL_PROBLEMS = 5  # up to this many import problems show as sentences; more as a table
 
 db = get_db()
 reader = require_reader()
