@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pandas as pd
 import pytest
@@ -26,7 +27,9 @@ from core.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Base, Image, Patient
+from db.readers import ensure_reader
 from scripts.make_bad_corpus import CASES, FORMULA_REASONS, write_corpus
+from tests.apptest_helpers import open_page
 from tests.bundles import make_zip, png_bytes, row
 from tests.test_bad_images import REFUSED
 
@@ -228,3 +231,23 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+PAGE_CASES = ["zip_bad_crc.zip", "manifest_unclosed_quote.zip", "zip_path_traversal.zip"]
+
+
+@pytest.mark.parametrize("name", PAGE_CASES)
+def test_cases_page_shows_the_sentence_not_an_error_box(
+    corpus: dict[str, bytes], db: Database, name: str
+) -> None:
+    """The upload form shows each refusal as plain text, never Streamlit's redacted box."""
+    db.write(lambda s: ensure_reader(s, "boss", "Dr Boss", role="admin"))
+    at = open_page("pages/cases.py", "boss")
+    at.file_uploader[0].set_value((name, corpus[name], "application/zip")).run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception
+    shown = "\n".join(re.sub(r"\\(.)", r"\1", e.value) for e in at.error)
+    assert "nothing was stored" in shown
+    for phrase in REFUSED_BUNDLES[name]:
+        assert phrase in shown, (phrase, shown)
+    assert set(_row_counts(db).values()) - {0} == {1}, "only the admin's row"
