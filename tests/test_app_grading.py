@@ -14,13 +14,18 @@ from db.models import AuditEvent, CropBox, Grade, Image, Reader
 from tests.apptest_helpers import open_page
 
 
-def _draw(at, image_id: int, box: Box, scale: float = 1.0) -> None:
+def _draw(at, image_id: int, box: Box) -> None:
     """What the canvas component sends after the reader drags a rectangle."""
-    drawing = {"objects": [box_to_rect(box, scale)]}
-    at.session_state[f"canvas-{image_id}-0"] = {
+    canvas = at.session_state["grading_canvases"][image_id]
+    drawing = {"objects": [box_to_rect(box, canvas["scale"])]}
+    at.session_state[canvas["key"]] = {
         "drawing": {"raw": drawing, "data": None},
         "backgroundFit": None,
     }
+
+
+def _grade(at, grade: int):
+    return at.button(key=f"gradebtn-{grade}").click().run()
 
 
 def _reader_rows(username: str):
@@ -41,7 +46,7 @@ def test_grade_draw_save_and_next(demo_env):
     assert not at.exception
     first = at.session_state["grading_image"]
     _draw(at, first, Box(160, 70, 300, 200))
-    at.button_group(key=f"grade-{first}").set_value(2)
+    _grade(at, 2)
     at.button(key="save_next").click().run()
     assert not at.exception
     grades, boxes = _reader_rows("radiologist1")
@@ -54,7 +59,7 @@ def test_a_tiny_box_is_refused_with_a_message_and_nothing_saved(demo_env):
     at = open_page("pages/grading.py", "radiologist1")
     first = at.session_state["grading_image"]
     _draw(at, first, Box(100, 100, 10, 10))
-    at.button_group(key=f"grade-{first}").set_value(1)
+    _grade(at, 1)
     at.button(key="save_next").click().run()
     assert not at.exception
     assert any("at least 16" in e.value for e in at.error)
@@ -67,10 +72,14 @@ def test_saving_without_a_grade_asks_for_one(demo_env):
     assert any("Pick a grade" in e.value for e in at.error)
 
 
-def test_proposed_box_is_accepted_with_one_click(demo_env):
+def test_proposed_box_is_stored_with_save_and_next_like_a_drawn_one(demo_env):
     at = open_page("pages/grading.py", "radiologist2")
     first = at.session_state["grading_image"]
     at.button(key=f"auto-{first}").click().run()
+    assert not at.exception
+    assert _reader_rows("radiologist2") == ({}, {})
+    _grade(at, 1)
+    at.button(key="save_next").click().run()
     assert not at.exception
     _, boxes = _reader_rows("radiologist2")
     with Database().read() as s:
@@ -83,10 +92,9 @@ def test_proposed_box_is_accepted_with_one_click(demo_env):
 
 def test_blinding_on_the_page(demo_env):
     at = open_page("pages/grading.py", "radiologist1")
-    first = at.session_state["grading_image"]
     texts = " ".join(t.value for t in at.text)
     assert "sim_reader" not in texts and "Simulated reader" not in texts
-    at.button_group(key=f"grade-{first}").set_value(3)
+    _grade(at, 3)
     at.button(key="save_next").click().run()
     at.selectbox(key="jump").set_value(at.selectbox(key="jump").options[0]).run()
     assert not at.exception
@@ -96,16 +104,59 @@ def test_blinding_on_the_page(demo_env):
 
 def test_changing_a_grade_is_audited(demo_env):
     at = open_page("pages/grading.py", "radiologist1")
-    first = at.session_state["grading_image"]
-    at.button_group(key=f"grade-{first}").set_value(1)
+    _grade(at, 1)
     at.button(key="save_next").click().run()
     at.selectbox(key="jump").set_value(at.selectbox(key="jump").options[0]).run()
-    at.button_group(key=f"grade-{first}").set_value(2)
+    _grade(at, 2)
     at.button(key="save_next").click().run()
     assert not at.exception
     with Database().read() as s:
         actions = [
             (e.action, e.before, e.after["grade"])
-            for e in s.scalars(select(AuditEvent).where(AuditEvent.actor == "radiologist1"))
+            for e in s.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.actor == "radiologist1", AuditEvent.entity == "grade"
+                )
+            )
         ]
     assert actions == [("grade.create", None, 1), ("grade.update", {"grade": 1}, 2)]
+
+
+def test_uncertain_and_comment_are_stored_and_counted(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    _grade(at, 2)
+    at.checkbox(key=f"uncertain-{first}").check().run()
+    at.text_input(key=f"comment-{first}").input("probe tilted").run()
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    with Database().read() as s:
+        row = s.scalar(select(Grade).where(Grade.image_id == first))
+    assert (row.grade, row.uncertain, row.comment) == (2, True, "probe tilted")
+    assert "1 marked uncertain" in at.get("progress")[0].proto.text
+
+
+def test_a_drag_past_the_edge_is_clamped_with_a_note(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    _draw(at, first, Box(500, 300, 200, 250))
+    at.run()
+    assert any("stops at the edge" in i.value for i in at.info)
+    _grade(at, 1)
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    assert _reader_rows("radiologist1")[1] == {first: Box(500, 300, 140, 180)}
+
+
+def test_previous_next_and_the_jump_box_follow_the_case_on_screen(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    assert at.selectbox(key="jump").value == "DEMO-001"
+    _grade(at, 0)
+    at.button(key="save_next").click().run()
+    assert at.selectbox(key="jump").value == "DEMO-002"
+    at.button(key="prev_case").click().run()
+    assert at.selectbox(key="jump").value == "DEMO-001"
+    assert at.button(key="gradebtn-0").proto.type == "primary"
+    at.button(key="next_case").click().run()
+    assert at.selectbox(key="jump").value == "DEMO-002"
+    assert not at.exception
