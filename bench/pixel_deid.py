@@ -29,7 +29,7 @@ from PIL import Image
 from bench.real_corpus import DEFAULT_CORPUS
 from core.imageio import decode_image, deidentified_dicom_bytes
 from core.importer import encode_png
-from core.pixel_deid import clean_upload
+from core.pixel_deid import clean_upload, preview
 
 PSEUDONYM = "RF-0042"
 STROKE = 24
@@ -88,6 +88,9 @@ def _cleaned(data: bytes, name: str) -> tuple[bytes, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument(
+        "--figures", type=Path, help="write each file's review picture (core.pixel_deid.preview)"
+    )
     args = parser.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():
         print(f"No real-screen corpus at {args.corpus}: it needs ../shared/real-us/manifest.json")
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         stored, clean = _cleaned(data, name)
         cleaned, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         pixels = decode_image(stored, name=name).pixels
+        if args.figures:
+            args.figures.mkdir(parents=True, exist_ok=True)
+            figure = cv2.cvtColor(preview(clean.cleaning), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(args.figures / f"{Path(name).stem}.png"), figure)
         truth = entry["ground_truth"]["burned_in_text"]
         blank = sum(marks_in(gray(pixels), box) == 0 for box in truth)
         reread = words_read_again(pixels, identifying_words(entry))

@@ -13,7 +13,7 @@ is still blanked whole. Three rules decide what goes:
 * anywhere, text lines in the top tenth of the screen (the title bar) go, even when a view
   proposal wrongly reaches into it.
 
-Blanked pixels take the screen's background colour. The views come from
+Blanked pixels take the colour of the panel around them. The views come from
 :func:`core.roi_detect.propose_regions`; the admin can still correct them before storing.
 """
 
@@ -94,6 +94,8 @@ class TextLine:
     box: Box
     reason: str
     """Why it was blanked ("outside the views", "identifying", "title bar") or kept."""
+    fill_from: tuple[int, int] = (0, 0)
+    """(row, column) just outside the box whose value fills it: the local background."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,10 @@ def clean_pixels(
         if reason.startswith("kept"):
             kept.append(TextLine(text, box, reason))
         else:
-            blanked.append(TextLine(text, box, reason))
+            blanked.append(TextLine(text, box, reason, _local_background(gray8, box)))
     out = np.array(pixels, copy=True)
-    fill = _fill_value(pixels, gray8, background)
     for line in blanked:
-        out[line.box.y : line.box.y2, line.box.x : line.box.x2] = fill
+        out[line.box.y : line.box.y2, line.box.x : line.box.x2] = pixels[line.fill_from]
     out.setflags(write=False)
     return PixelCleaning(out, tuple(blanked), tuple(kept), proposal, time.perf_counter() - started)
 
@@ -168,12 +169,19 @@ def _background(gray: np.ndarray) -> int:
     return int(np.bincount(np.concatenate([border, gray[:, -2:].ravel()])).argmax())
 
 
-def _fill_value(pixels: np.ndarray, gray8: np.ndarray, background: int) -> np.ndarray:
-    """The pixel value of the background, in the pixels' own dtype and channels."""
-    ys, xs = np.nonzero(gray8 == background)
-    if len(ys):
-        return np.array(pixels[ys[0], xs[0]], copy=True)
-    return np.zeros(pixels.shape[2:], dtype=pixels.dtype)
+def _local_background(gray: np.ndarray, box: Box) -> tuple[int, int]:
+    """A pixel of the commonest gray on the ring just outside ``box``.
+
+    Filling with it makes a blanked line look like the panel it was printed on (a light
+    GUI panel stays light, a dark title bar dark).
+    """
+    height, width = gray.shape
+    x0, y0 = max(0, box.x - 1), max(0, box.y - 1)
+    x1, y1 = min(width - 1, box.x2), min(height - 1, box.y2)
+    ring = [(y0, x) for x in range(x0, x1 + 1)] + [(y1, x) for x in range(x0, x1 + 1)]
+    ring += [(y, x0) for y in range(y0, y1 + 1)] + [(y, x1) for y in range(y0, y1 + 1)]
+    values = np.array([gray[p] for p in ring])
+    return ring[int(np.argmax(values == np.bincount(values).argmax()))]
 
 
 def _ocr_input(
@@ -443,9 +451,9 @@ def _blank_all_frames(
     photometric = str(ds.PhotometricInterpretation).strip()
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom converted the samples on decoding
-    y, x = _background_pixel(decoded.pixels, cleaning.pixels)
-    fill = np.array(stack[decoded.frame_index or 0, y, x], copy=True)
-    for line in cleaning.blanked:
+    frame = decoded.frame_index or 0
+    fills = [np.array(stack[(frame, *line.fill_from)], copy=True) for line in cleaning.blanked]
+    for line, fill in zip(cleaning.blanked, fills, strict=True):
         stack[:, line.box.y : line.box.y2, line.box.x : line.box.x2] = fill
     lossy = ds.file_meta.TransferSyntaxUID in _LOSSY_SYNTAXES
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # also for big-endian sources
@@ -459,11 +467,37 @@ def _blank_all_frames(
         ds.LossyImageCompression = "01"
 
 
-def _background_pixel(original: np.ndarray, cleaned: np.ndarray) -> tuple[int, int]:
-    """Where a blanked pixel lies, to read the fill value in the file's own sample space."""
-    changed = np.argwhere(
-        np.any(original != cleaned, axis=-1) if original.ndim == 3 else original != cleaned
-    )
-    if len(changed):
-        return int(changed[0][0]), int(changed[0][1])
-    return 0, 0
+PREVIEW_COLOURS = {
+    "view": (0, 200, 0),
+    "colour box": (220, 0, 220),
+    "colour bar": (240, 220, 0),
+    "blanked": (230, 30, 30),
+    "kept": (0, 160, 255),
+}
+"""RGB outline colours of :func:`preview`, for a legend next to it."""
+
+
+def preview(cleaning: PixelCleaning) -> np.ndarray:
+    """The cleaned frame as RGB with what was proposed and blanked outlined, for review.
+
+    Views green, colour box magenta, colour bar yellow, blanked text red, kept text blue:
+    the admin sees at a glance whether a name survived or an image part was lost.
+    """
+    shown = cleaning.pixels
+    if shown.dtype != np.uint8:
+        shown = _gray8(np.stack([shown] * 3, axis=-1) if shown.ndim == 2 else shown)
+    out = np.array(np.stack([shown] * 3, axis=-1) if shown.ndim == 2 else shown, copy=True)
+    thickness = max(1, max(out.shape[:2]) // 600)
+    proposal = cleaning.proposal
+    outlined = [(box, "view") for box in proposal.views]
+    outlined += [
+        (box, name)
+        for box, name in ((proposal.color_box, "colour box"), (proposal.scale_bar, "colour bar"))
+        if box
+    ]
+    outlined += [(line.box, "blanked") for line in cleaning.blanked]
+    outlined += [(line.box, "kept") for line in cleaning.kept]
+    for box, kind in outlined:
+        corner = (int(box.x2) - 1, int(box.y2) - 1)
+        cv2.rectangle(out, (int(box.x), int(box.y)), corner, PREVIEW_COLOURS[kind], thickness)
+    return out

@@ -26,7 +26,13 @@ from bench.real_corpus import DEFAULT_CORPUS
 from core.boxes import Box
 from core.imageio import ImageReadError, decode_image
 from core.importer import encode_png
-from core.pixel_deid import clean_pixels, clean_upload, looks_identifying
+from core.pixel_deid import (
+    PREVIEW_COLOURS,
+    clean_pixels,
+    clean_upload,
+    looks_identifying,
+    preview,
+)
 from core.roi_detect import RegionProposal
 
 PSEUDONYM = "RF-0042"
@@ -178,6 +184,17 @@ def test_identifying_text_inside_a_view_is_blanked_and_other_text_kept() -> None
     levels = gray(result.pixels)
     assert (levels[180:210, 190:320] > 200).sum() == 0  # the white glyphs are gone
     assert (levels[280:310, 190:360] > 200).sum() > 0
+
+
+def test_blanked_text_takes_the_colour_of_its_panel_and_shows_in_the_preview() -> None:
+    img = _screen([("DOE, JANE", (200, 200))])  # on the view's gray, not the black screen
+    result = clean_pixels(img, proposal=PROPOSAL)
+    (line,) = result.blanked
+    box = line.box
+    assert (result.pixels[box.y : box.y2, box.x : box.x2] == 90).all()
+    shown = preview(result)
+    assert tuple(shown[box.y, box.x + box.w // 2]) == PREVIEW_COLOURS["blanked"]
+    assert tuple(shown[PROPOSAL.views[0].y, 300]) == PREVIEW_COLOURS["view"]
 
 
 def test_text_outside_the_views_goes_and_depth_numbers_stay() -> None:
