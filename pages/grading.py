@@ -87,21 +87,20 @@ export default function({ setStateValue, data }) {
     // One key at a time, each after the previous one's rerun: keys pressed during a rerun
     // would otherwise reach the server together and their buttons run in any order.
     const queue = window.__gradingKeyQueue = [];
-    let waitStart = 0;
+    let clicked = 0;  // when the last click was sent, until its rerun is seen starting
     const busy = () => {
       const state = document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState;
       return state === 'running' || state === 'rerunRequested';
     };
     const pump = () => {
-      if (!queue.length) return;
-      if (waitStart && !busy() && performance.now() - waitStart < 1500) {
-        setTimeout(pump, 15);  // the last click's rerun has not started yet
-        return;
+      if (clicked) {
+        if (busy() || performance.now() - clicked > 1000) clicked = 0;
+        else { setTimeout(pump, 15); return; }
       }
-      waitStart = 0;
+      if (!queue.length) return;
       if (busy()) { setTimeout(pump, 15); return; }
       const button = document.querySelector(`.st-key-${queue.shift()} button`);
-      if (button && !button.disabled) { button.click(); waitStart = performance.now(); }
+      if (button && !button.disabled) { button.click(); clicked = performance.now(); }
       setTimeout(pump, 15);
     };
     window.addEventListener('keydown', (e) => {
