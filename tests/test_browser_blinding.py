@@ -91,3 +91,33 @@ def test_a_reader_with_no_grades_sees_no_consensus_anywhere(served_demo, demo_en
             assert page.get_by_test_id("stException").count() == 0, title
     assert seen == {title: ([], []) for title in READER_MENU}
     assert "DEMO-001" in cases_text  # the grid's cells were read, so a consensus would be
+
+
+def test_a_download_right_after_another_arrives(served_demo, demo_env, browser):  # noqa: F811
+    """Issue 12: Export failed silently ("Deferred file … not found") when clicked about
+    1 s after another download on Comparison. Each download here must reach the browser."""
+    with streamlit_server(demo_env) as (base, _):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(base, wait_until="networkidle")
+        sign_in(page, "admin")
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Comparison").click()
+        page.get_by_text("Paired DeLong tests").first.wait_for(timeout=120_000)
+        _wait_idle(page)
+        page.get_by_role("button", name="Prepare labeled CSV + data dictionary (zip)").click()
+        download_export = page.get_by_role("button", name="Download labeled CSV")
+        download_export.wait_for(timeout=120_000)
+        _wait_idle(page)
+        names = []
+        for button in (
+            page.get_by_role("button", name="Table 1 (CSV)", exact=True),
+            download_export,
+            page.get_by_role("button", name="Paper's Table 1 (CSV)", exact=True),
+            download_export,
+        ):
+            with page.expect_download(timeout=30_000) as info:
+                button.click()
+            names.append(info.value.suggested_filename)
+            assert info.value.failure() is None
+        if os.environ.get("SHOTS"):
+            page.screenshot(path=f"{os.environ['SHOTS']}/admin-comparison.png", full_page=True)
+    assert names == ["table1.csv", "labeled_export.zip", "table1_paper.csv", "labeled_export.zip"]
