@@ -182,8 +182,8 @@ def _prepare_case(
 def _too_many_pixels(row: int) -> BundleError:
     return BundleError(
         f"The images of this bundle hold more than {MAX_BUNDLE_PIXELS:,} pixels in all (the "
-        f"limit was passed at row {row}), more than one import may decode. Split the manifest "
-        "and its images into smaller bundles and import them one after another."
+        f"limit was passed at row {row}): too many to decode in one import. Split the "
+        "manifest and its images into smaller bundles and import them one after another."
     )
 
 

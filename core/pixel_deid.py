@@ -51,6 +51,7 @@ OCR_MIN_SIDE = 1400
 far better."""
 TITLE_BAR_SHARE = 0.10
 """Text in the top tenth of the screen is blanked wherever the views are."""
+MIN_TITLE_BAR_PX = 24
 WORD_PAD_PX = 2
 DEPTH_SCALE_REACH_PX = 60
 """How far beside a view a short number still counts as its depth scale."""
@@ -232,6 +233,7 @@ def _text_lines(
     """OCR lines with their mean confidence, each grown over the strokes along its row."""
     image = _ocr_input(gray, rgb, views, background)
     words = _ocr_words(image)
+    words += _title_bar_words(image, [w[1] for w in words])
     marks = _stroke_mask(image)
     lines: dict[tuple[int, int, int], list[tuple[str, Box, float]]] = {}
     for text, box, key, confidence in words:
@@ -244,6 +246,22 @@ def _text_lines(
         box = _grow_to_strokes(marks, _union([m[1] for m in members]), width, height)
         out.append((text, box, sum(m[2] for m in members) / len(members)))
     return out
+
+
+def _title_bar_words(
+    image: np.ndarray, read: list[Box]
+) -> list[tuple[str, Box, tuple[int, int, int], float]]:
+    """Words of the top tenth read on their own, that the page reading missed.
+
+    Tesseract binarizes the page as a whole: text on a gray or light title bar of a dark
+    screen merges with its bar there, but not in the bar alone.
+    """
+    band = image[: max(MIN_TITLE_BAR_PX, int(TITLE_BAR_SHARE * image.shape[0]))]
+    return [
+        (text, box, (-1, *key[1:]), confidence)
+        for text, box, key, confidence in _ocr_words(band)
+        if all(_overlap(box, other) < 0.3 for other in read)
+    ]
 
 
 def _stroke_mask(image: np.ndarray) -> np.ndarray:

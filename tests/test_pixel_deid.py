@@ -197,6 +197,16 @@ def test_blanked_text_takes_the_colour_of_its_panel_and_shows_in_the_preview() -
     assert tuple(shown[PROPOSAL.views[0].y, 300]) == PREVIEW_COLOURS["view"]
 
 
+@pytest.mark.parametrize(("bar", "ink"), [(60, 255), (200, 0)])
+def test_a_name_on_a_gray_or_light_title_bar_is_blanked(bar: int, ink: int) -> None:
+    img = _screen([])
+    img[:60] = bar
+    cv2.putText(img, "DOE, JANE", (10, 35), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (ink,) * 3, 2)
+    result = clean_pixels(img, proposal=PROPOSAL)
+    assert [line.text for line in result.blanked] == ["DOE, JANE"]
+    np.testing.assert_array_equal(result.pixels[:60], np.full((60, 640, 3), bar, np.uint8))
+
+
 def test_text_outside_the_views_goes_and_depth_numbers_stay() -> None:
     img = _screen([("Knee Clinic", (10, 450)), ("12", (560, 250)), ("Gain 54", (10, 250))])
     result = clean_pixels(img, proposal=PROPOSAL)
