@@ -153,7 +153,7 @@ if reader.role == "admin":
     )
     run_ids = [labels[label] for label in chosen]
     prepared_download(
-        "labeled CSV + data dictionary (zip)",
+        "export (zip)",
         lambda: export_zip(db, get_store(), run_ids),
         "labeled_export.zip",
         "application/zip",

@@ -55,8 +55,7 @@ def prepared_download(
     if built is not None and built.stamp != stamp:
         built = None
     cols = st.columns([1, 1, 2])
-    again = "Prepare again" if built is not None else f"Prepare {label}"
-    if cols[0].button(again, key=f"prepare_{key}"):
+    if cols[0].button(f"Prepare {label}", key=f"prepare_{key}"):
         try:
             with st.spinner(f"Preparing {label}…"):
                 built = Built(stamp, build(), dt.datetime.now(dt.UTC))

@@ -72,7 +72,7 @@ def test_comparison_shows_table_1_beside_the_paper(two_runs):
     labels = {b.label for b in at.get("download_button")}
     assert {"Table 1 (CSV)", "Paper's Table 1 (CSV)"} <= labels
     prepare = {b.label for b in at.button}
-    assert {"Prepare PNG", "Prepare HTML", "Prepare labeled CSV + data dictionary (zip)"} <= prepare
+    assert {"Prepare PNG", "Prepare HTML", "Prepare export (zip)"} <= prepare
     assert any("Paired DeLong" in h.value for h in at.subheader)
 
     at.toggle(key="cmp_details").set_value(True).run()
@@ -88,7 +88,7 @@ def test_a_reader_sees_no_export(two_runs):
     assert not at.exception
     labels = {b.label for b in at.get("download_button")}
     assert "Table 1 (CSV)" in labels
-    assert not any("labeled" in b.label.lower() for b in at.button)
+    assert not any("export" in b.label.lower() for b in at.button)
 
 
 def test_review_shows_a_test_patient_with_every_model(two_runs):

@@ -156,7 +156,7 @@ def test_a_reader_with_no_grades_sees_no_grade_or_consensus_anywhere(leaky_demo,
             assert not any(e.label.startswith("Predictions") for e in registry.expander)
 
     comparison = _page("comparison", READER)  # the page alone: AppTest loses clicks via app.py
-    assert not any(b.label.startswith("Prepare labeled") for b in comparison.button)
+    assert not any(b.label.startswith("Prepare export") for b in comparison.button)
     for key in ("png_roc", "html_roc", "png_calibration", "html_calibration"):
         comparison.button(key=f"prepare_{key}").click().run()
         assert not comparison.exception

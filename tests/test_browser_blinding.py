@@ -103,8 +103,8 @@ def test_a_download_right_after_another_arrives(served_demo, demo_env, browser):
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Comparison").click()
         page.get_by_text("Paired DeLong tests").first.wait_for(timeout=120_000)
         _wait_idle(page)
-        page.get_by_role("button", name="Prepare labeled CSV + data dictionary (zip)").click()
-        download_export = page.get_by_role("button", name="Download labeled CSV")
+        page.get_by_role("button", name="Prepare export (zip)").click()
+        download_export = page.get_by_role("button", name="Download export (zip)")
         download_export.wait_for(timeout=120_000)
         _wait_idle(page)
         names = []
