@@ -64,3 +64,25 @@ def test_model_advice_is_shown_beside_a_disagreement_labelled_as_advice(demo_env
     advice = [t.value for t in at.text if t.value.startswith("Model advice:")]
     assert len(advice) == 1 and "echogenicity, p = " in advice[0]
     assert any("Advice only" in c.value for c in at.caption)
+
+
+def test_a_superseded_consensus_returns_to_the_queue_with_its_reason(demo_env):
+    from db.consensus import auto_agree
+    from db.grading import save_grade
+    from db.models import Image, Patient
+    from db.readers import get_reader
+
+    db = Database()
+    db.write(auto_agree)
+    with db.read() as s:
+        agreed = s.scalar(select(ConsensusGrade).filter_by(method="agreement"))
+        code = s.scalar(select(Patient.code).join(Image).where(Image.id == agreed.image_id))
+        image_id, grade = agreed.image_id, agreed.grade
+    db.write(lambda s: save_grade(s, image_id, get_reader(s, "radiologist1"), (grade + 1) % 4))
+    db.dispose()
+    at = open_page("pages/consensus.py", "admin")
+    at.selectbox(key="consensus_patient").set_value(code).run()
+    assert not at.exception
+    earlier = [t.value for t in at.text if t.value.startswith("Earlier consensus")]
+    assert len(earlier) == 1 and f"grade {grade} (agreement)" in earlier[0]
+    assert f"graded {(grade + 1) % 4}" in earlier[0]
