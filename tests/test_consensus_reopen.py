@@ -140,3 +140,27 @@ def test_a_failed_grade_save_leaves_the_consensus_in_place(db, cohort, late):  #
         assert consensus_of(s, image).grade == 0
         assert s.scalar(select(func.count(SupersededConsensus.id))) == 0
     assert _superseded_audit(db) == []
+
+
+def test_case_list_shows_a_reader_only_the_consensus_of_images_they_graded(
+    db,
+    cohort,  # noqa: F811
+    late,
+):
+    from db.cases import CaseFilter, list_cases
+
+    image = _agreed(db, cohort, 2)
+    _, r = cohort
+    with db.read() as s:
+        reader_c = s.merge(late["c"])
+        admin = s.merge(r["boss"])
+        shown = {row.code: row.consensus for row in list_cases(s, viewer=reader_c)[0]}
+        done = list_cases(s, CaseFilter(consensus="done"), viewer=reader_c)[1]
+        assert {row.code: row.consensus for row in list_cases(s, viewer=admin)[0]}["P0"] == 2
+    assert shown == {"P0": None, "P1": None, "P2": None} and done == 0
+    _grade(db, image, late["c"], 2)
+    with db.read() as s:
+        reader_c = s.merge(late["c"])
+        shown = {row.code: row.consensus for row in list_cases(s, viewer=reader_c)[0]}
+        done = list_cases(s, CaseFilter(consensus="done"), viewer=reader_c)[1]
+    assert shown["P0"] == 2 and done == 1
