@@ -7,14 +7,33 @@ grades on every GSU image, so queries see realistic data at 160 or 10,000 patien
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import insert
 
+from core.boxes import Box
 from core.cohort import synthetic_cohort
+from core.demo import render_patient
+from core.store import ImageStore, sha256_hex
 from db.engine import Database
 from db.migrate import upgrade
-from db.models import CtMeasurement, Grade, Image, Patient, Reader
+from db.models import CropBox, CtMeasurement, Grade, Image, Patient, Reader
+
+
+def _box_columns(box: Box) -> dict[str, int]:
+    return dict(zip("xywh", box.as_tuple(), strict=True))
+
+
+def store_one_phantom(folder: Path) -> tuple[dict[str, str], dict[str, Box]]:
+    """Render one demo patient into ``folder/images``: (modality → stored path, modality →
+    its crop box), for ``build_database``'s ``image_paths`` and ``reader_boxes``."""
+    store = ImageStore(folder / "images")
+    case = render_patient(synthetic_cohort(n=160)[0])
+    paths = {}
+    for modality, png in (("GSU", case.gsu_png), ("SWE", case.swe_png)):
+        paths[modality], _ = store.put(png, sha256_hex(png), ".png")
+    return paths, {"GSU": case.us_box, "SWE": case.color_box}
 
 
 def build_database(
@@ -23,11 +42,14 @@ def build_database(
     seed: int = 7,
     image_paths: dict[str, str] | None = None,
     filename: str = "bench.db",
+    reader_boxes: Mapping[str, Box] | None = None,
 ) -> Database:
     """A fresh SQLite database in ``folder`` holding ``n`` synthetic patients.
 
     ``image_paths`` (modality → stored relative path) lets every image row point at one
     real file, so pages that show images work without rendering ``n`` phantoms.
+    ``reader_boxes`` (modality → box) gives both simulated readers that crop box on every
+    image, as the demo's readers have; without it no image has a box.
     """
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{folder / filename}"
@@ -125,4 +147,20 @@ def build_database(
                 for r in (0, 1)
             ],
         )
+        if reader_boxes:
+            conn.execute(
+                insert(CropBox),
+                [
+                    {
+                        "image_id": image["id"],
+                        "owner_key": f"reader:{reader_id}",
+                        "source": "reader",
+                        "reader_id": reader_id,
+                        **_box_columns(reader_boxes[image["modality"]]),
+                        "updated_at": now,
+                    }
+                    for image in images
+                    for reader_id in (1, 2)
+                ],
+            )
     return db

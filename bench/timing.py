@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7, warmup: int = 1) -> float:
@@ -32,3 +32,23 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], object]], repeat: int = 7, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each of ``fns``, timed in turn round after round.
+
+    On a shared machine the load drifts over minutes; timing a path and its baseline in
+    alternation exposes both to the same drift, so their ratio stays meaningful.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
