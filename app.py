@@ -52,6 +52,7 @@ PAGES = (
     PageSpec("pages/review.py", "Review", ":material/biotech:", "review"),
     PageSpec("pages/registry.py", "Models", ":material/model_training:", "registry"),
     PageSpec("pages/training.py", "Training", ":material/play_circle:", "training", True),
+    PageSpec("pages/report.py", "Report", ":material/description:", "report", True),
     PageSpec("pages/admin.py", "Readers", ":material/manage_accounts:", "admin", True),
 )
 
