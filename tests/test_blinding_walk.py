@@ -155,7 +155,7 @@ def test_a_reader_with_no_grades_sees_no_grade_or_consensus_anywhere(leaky_demo,
         if "Echogenicity" in run_id:
             assert not any(e.label.startswith("Predictions") for e in registry.expander)
 
-    comparison = _page("comparison", READER)  # the page alone: AppTest loses clicks via app.py
+    comparison = _page("comparison", READER)  # the page alone, as in test_app_review
     assert not any(b.label.startswith("Prepare export") for b in comparison.button)
     for key in ("png_roc", "html_roc", "png_calibration", "html_calibration"):
         comparison.button(key=f"prepare_{key}").click().run()
