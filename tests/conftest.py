@@ -7,6 +7,7 @@ against PostgreSQL); each test then gets a freshly emptied schema.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from db.models import Base
 from tests.tiny_runs import tiny_models  # noqa: F401  (session fixture: tiny trained runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A test without the data_dir fixture still writes to a data folder (decoding a DICOM
+# creates the site's UID secret there): keep that out of the checkout.
+os.environ.setdefault("SARCOPENIA_DATA_DIR", tempfile.mkdtemp(prefix="sarcopenia-tests-"))
 
 
 def _reset_server_db(url: str) -> None:
