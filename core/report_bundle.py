@@ -24,11 +24,13 @@ from fpdf import FPDF
 from core import report_figures as figures
 from core import report_tables as tables
 from core.agreement import AgreementInputError, pair_agreement
+from core.dataset import task_title
 from core.labels import CT_WINDOW_DAYS, SMI_CUTOFF_MEN, SMI_CUTOFF_WOMEN
 from core.report_checklists import SECTIONS, checklist_table
 from core.report_cohort import ReportSnapshot, take_snapshot
 from db.consensus import reader_pairs
 from db.engine import Database
+from db.readers import list_readers
 
 PACKAGES = (
     "tensorflow",
@@ -55,12 +57,14 @@ def _agreement(db: Database) -> pd.DataFrame:
     """Inter-reader agreement per reader pair (kappas with CIs), repeated from Consensus."""
     with db.read() as session:
         pairs = reader_pairs(session)
+        names = {r.username: r.display_name or r.username for r in list_readers(session)}
     rows = []
     for pair in pairs:
+        a, b = names.get(pair.reader_a, pair.reader_a), names.get(pair.reader_b, pair.reader_b)
         try:
-            found = pair_agreement(pair.reader_a, pair.reader_b, pair.grades_a, pair.grades_b)
+            found = pair_agreement(a, b, pair.grades_a, pair.grades_b)
         except AgreementInputError as exc:
-            rows.append({"readers": f"{pair.reader_a} / {pair.reader_b}", "note": str(exc)})
+            rows.append({"readers": f"{a} / {b}", "note": str(exc)})
             continue
         row = {"readers": f"{found.reader_a} / {found.reader_b}", "images": found.n}
         for name, kappa in (
@@ -131,7 +135,7 @@ def model_card(snapshot: ReportSnapshot) -> dict:
             {
                 "run_id": run.run_id,
                 "label": run.label,
-                "task": run.task,
+                "task": task_title(run.task),
                 "architecture": run.arch,
                 "input": run.modality,
                 "input_size": list(run.input_size),
