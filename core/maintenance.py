@@ -32,6 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from core.deid import site_uid_key
 from core.store import STAGING_DIR, ImageStore
 from db.engine import Database
 from db.models import Image, TrainingRun
@@ -136,8 +137,9 @@ def _reap_dead_runs(db: Database) -> int:
 def startup_checks(
     db: Database, store: ImageStore, *, grace: dt.timedelta = ORPHAN_GRACE
 ) -> StartupReport:
-    """Sweep orphan files, fail dead runs and start the queue; safe to call while other
-    processes work."""
+    """Sweep orphan files, fail dead runs, start the queue and create the site's UID secret
+    if it is missing; safe to call while other processes work."""
+    site_uid_key(store.root.parent)  # the store is <data>/images; the first backup has it
     swept = sweep_orphans(db, store, grace=grace)
     failed = _reap_dead_runs(db)
     if failed:

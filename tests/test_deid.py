@@ -32,6 +32,9 @@ from core.deid import (
     site_uid_key,
 )
 from core.imageio import ImageReadError, decode_image, deidentified_dicom_bytes
+from core.maintenance import startup_checks
+from core.store import ImageStore
+from db.engine import Database
 from tests.dicom_factory import (
     ORIGINAL_SOP_INSTANCE_UID,
     PHI_STRINGS,
@@ -189,6 +192,13 @@ def test_site_secret_is_created_once_and_private(data_dir: Path) -> None:
     assert len(key) == 32
     assert site_uid_key() == key
     assert site_uid_key(data_dir) == key
+
+
+def test_site_secret_is_created_on_first_start(db: Database, store: ImageStore) -> None:
+    path = store.root.parent / UID_KEY_PATH
+    assert not path.exists()
+    startup_checks(db, store)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_a_damaged_site_secret_is_refused(data_dir: Path) -> None:
