@@ -73,11 +73,7 @@ def _agreement(db: Database) -> pd.DataFrame:
             ("quadratic weighted kappa", found.kappa_quadratic),
             ("low/high kappa", found.kappa_dichotomized),
         ):
-            row[name] = (
-                f"{kappa.value:.2f} ({kappa.lower:.2f} to {kappa.upper:.2f})"
-                if kappa.note is None
-                else f"not estimable: {kappa.note}"
-            )
+            row[name] = kappa.cell()
         row["percent agreement"] = f"{found.percent_agreement:.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
