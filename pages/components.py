@@ -119,6 +119,13 @@ def require_admin() -> Reader:
     return reader
 
 
+def show_box_legend(owners: list[str]) -> None:
+    """Colour swatches naming whose box is whose; ``box_legend_html`` escapes the names."""
+    from core.display import box_legend_html
+
+    st.html(box_legend_html(owners))
+
+
 def show_image(pixels: np.ndarray, caption: str | None = None) -> None:
     """Native resolution where it fits, lossless PNG to the browser, no smoothing."""
     st.image(pixels, caption=caption, output_format="PNG", width="content")

@@ -509,7 +509,7 @@ if gsu_id is None:
     st.success("You have graded every case. Pick a patient above to review or change a grade.")
     st.stop()
 
-st.subheader(f"Patient {gsu.patient_code}")
+st.subheader(f"Patient {plain(gsu.patient_code)}")
 layout = grading_layout(main_width, height)
 size = (layout.image_width, layout.image_height)
 modalities = [("GSU", gsu_id)] + ([("SWE", swe_id)] if swe_id else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.display import box_legend_html, draw_boxes
+from core.display import draw_boxes
 from core.review import (
     NOT_IN_RUN,
     ModelPathError,
@@ -29,6 +29,7 @@ from pages.components import (
     plain,
     reader_names,
     require_reader,
+    show_box_legend,
     show_image,
     show_table,
 )
@@ -181,7 +182,7 @@ for column, modality in zip(image_cols[:2], ("GSU", "SWE"), strict=True):
             caption=modality,
         )
         if owners:
-            st.html(box_legend_html([owner_name(o) for o in owners]))
+            show_box_legend([owner_name(o) for o in owners])
         else:
             st.caption("No box.")
 with image_cols[2]:
