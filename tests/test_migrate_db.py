@@ -30,6 +30,7 @@ from db.models import (
     Reader,
     Split,
     SplitAssignment,
+    SupersededConsensus,
     TrainingRun,
     UserSession,
 )
@@ -69,6 +70,18 @@ def _fill(url: str) -> None:
         image = patients[1].images[0]
         s.add(Grade(image_id=image.id, reader_id=reader.id, grade=2))
         s.add(ConsensusGrade(image_id=image.id, grade=2, method="agreement"))
+        s.add(
+            SupersededConsensus(
+                image_id=image.id,
+                grade=1,
+                method="adjudicated",
+                decided_by_id=reader.id,
+                decided_at=dt.datetime(2021, 2, 1, 9, 30),
+                box={"x": 1, "y": 2, "w": 30, "h": 20},
+                superseded_by_id=reader.id,
+                reason="a later grade disagreed",
+            )
+        )
         s.add(CropBox(image_id=image.id, owner_key="auto", source="auto", x=1, y=2, w=30, h=20))
         s.add(
             AuditEvent(actor="alice", action="grade", entity="grade", entity_id=1, after={"g": 2})
