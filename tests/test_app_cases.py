@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from core import demo
 from db.engine import Database
 from db.models import AuditEvent, Patient
+from pages.components import plain
 
 TIMEOUT = 60
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -51,7 +52,7 @@ def test_admin_edits_metadata_and_derived_fields_update(demo_env):
     at.session_state["case_table"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
     assert not at.exception
-    assert any(f"Patient {code}" in h.value for h in at.subheader)
+    assert any(f"Patient {plain(code)}" in h.value for h in at.subheader)  # Markdown-escaped
     height = next(n for n in at.number_input if n.label == "Height (cm)")
     height.set_value(120.0)
     at.button(key="FormSubmitter:edit-" + code + "-Save").click().run()
@@ -71,7 +72,7 @@ def test_bad_metadata_is_refused_with_a_message(demo_env):
     ct_date.set_value("31/02/2020")
     at.button(key="FormSubmitter:edit-" + code + "-Save").click().run()
     assert not at.exception
-    assert any("YYYY-MM-DD" in e.value for e in at.error)
+    assert any(plain("YYYY-MM-DD") in e.value for e in at.error)  # Markdown-escaped
 
 
 def test_history_shows_a_reader_only_their_own_changes(demo_env):
