@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import brier_score_loss
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
-from core.delong import StatisticsInputError, validate_alpha
+from core.delong import validate_alpha
+from core.metrics import validate_probabilities
 
 PROBABILITY_CLIP = 1e-6
 """Probabilities are clipped to [1e-6, 1 − 1e-6] before the logit: a sigmoid output of
@@ -59,20 +60,6 @@ class Calibration:
 _NOT_ESTIMABLE = Estimate(math.nan, math.nan, math.nan)
 
 
-def _validated(y_true: ArrayLike, prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=float).ravel()
-    p = np.asarray(prob, dtype=float).ravel()
-    if y.shape != p.shape or y.size == 0:
-        raise StatisticsInputError(
-            f"y_true and prob must be non-empty and of equal length, got {y.size} and {p.size}."
-        )
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise StatisticsInputError("y_true must hold only 0 and 1.")
-    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
-        raise StatisticsInputError("prob must hold finite probabilities in [0, 1].")
-    return y, p
-
-
 def logit(prob: ArrayLike) -> np.ndarray:
     """log(p / (1 − p)) of probabilities clipped away from 0 and 1."""
     p = np.clip(np.asarray(prob, dtype=float), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
@@ -96,7 +83,8 @@ def calibration(y_true: ArrayLike, prob: ArrayLike, alpha: float = 0.05) -> Cali
     separating model has no finite slope either, and is reported the same way.
     """
     alpha = validate_alpha(alpha)
-    y, p = _validated(y_true, prob)
+    y, p = validate_probabilities(y_true, prob)
+    y = y.astype(float)
     events = int(y.sum())
     brier = float(brier_score_loss(y, p))
     note = None

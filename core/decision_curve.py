@@ -21,6 +21,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from core.delong import StatisticsInputError
+from core.metrics import validate_probabilities
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 """5 % to 95 % in 5 % steps: the range Vickers et al. recommend plotting."""
@@ -51,15 +52,8 @@ def net_benefit(
     y_true: ArrayLike, prob: ArrayLike, thresholds: ArrayLike = DEFAULT_THRESHOLDS
 ) -> NetBenefit:
     """Net benefit curves of ``prob`` against ``y_true`` over ``thresholds`` in (0, 1)."""
-    y = np.asarray(y_true, dtype=float).ravel()
-    p = np.asarray(prob, dtype=float).ravel()
+    y, p = validate_probabilities(y_true, prob)
     pt = np.asarray(thresholds, dtype=float).ravel()
-    if y.shape != p.shape or y.size == 0:
-        raise StatisticsInputError(
-            f"y_true and prob must be non-empty and of equal length, got {y.size} and {p.size}."
-        )
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise StatisticsInputError("y_true must hold only 0 and 1.")
     if pt.size == 0 or pt.min() <= 0 or pt.max() >= 1:
         raise StatisticsInputError("thresholds must lie strictly between 0 and 1.")
     n = y.size

@@ -88,7 +88,8 @@ class BootstrapCI:
     n_valid: int
 
 
-def _validate_prob(y_true: ArrayLike, prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def validate_probabilities(y_true: ArrayLike, prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels and probabilities in [0, 1] of the same patients, or a StatisticsInputError."""
     y, p = validate_binary_scores(y_true, prob, name="probabilities")
     if (p < 0.0).any() or (p > 1.0).any():
         raise StatisticsInputError(
@@ -137,7 +138,7 @@ def confusion_at(
     y_true: ArrayLike, prob: ArrayLike, threshold: float = 0.5
 ) -> tuple[int, int, int, int]:
     """``(tp, fp, tn, fn)`` when patients with ``prob >= threshold`` are called positive."""
-    y, p = _validate_prob(y_true, prob)
+    y, p = validate_probabilities(y_true, prob)
     threshold = _validate_threshold(threshold)
     pred = p >= threshold
     truth = y == 1
@@ -156,7 +157,7 @@ def diagnostic_metrics(
     Both classes must be present (the AUC and sensitivity/specificity need them). PPV or NPV
     is NaN when no patient is predicted positive or negative respectively.
     """
-    y, p = _validate_prob(y_true, prob)
+    y, p = validate_probabilities(y_true, prob)
     tp, fp, tn, fn = confusion_at(y, p, threshold)
     auc = delong_auc_ci(y, p, alpha=alpha)
     sens = wilson(tp, tp + fn, alpha)
@@ -186,7 +187,7 @@ def youden_threshold(y_true_val: ArrayLike, prob_val: ArrayLike) -> float:
     reproduces the chosen ROC point exactly; among equal J the highest threshold (the more
     specific rule) wins.
     """
-    y, p = _validate_prob(y_true_val, prob_val)
+    y, p = validate_probabilities(y_true_val, prob_val)
     if y.min() == y.max():
         raise StatisticsInputError(
             "Youden's threshold needs validation patients of both classes; only one is present."
@@ -266,7 +267,7 @@ def bootstrap_metric_ci(
     For statistics without a closed-form interval, e.g. the accuracy difference between two
     thresholds. Replicates where the metric is NaN are left out and counted in ``n_valid``.
     """
-    y, p = _validate_prob(y_true, prob)
+    y, p = validate_probabilities(y_true, prob)
     _validate_bootstrap(y, n_boot, alpha)
     values = [
         float(metric(y[idx], p[idx]))
@@ -293,7 +294,7 @@ def calibration_curve_points(
     Plot ``mean_predicted`` on x and ``fraction_positive`` on y; points on the diagonal are
     well calibrated. Five bins suit a 20-patient test set; empty bins are dropped.
     """
-    y, p = _validate_prob(y_true, prob)
+    y, p = validate_probabilities(y_true, prob)
     if n_bins < 1:
         raise StatisticsInputError(f"n_bins must be at least 1, got {n_bins}.")
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=n_bins, strategy=strategy, pos_label=1)

@@ -105,6 +105,19 @@ def agreed_demo(demo_env: Path) -> Iterator[tuple[Database, ImageStore]]:
     db.dispose()
 
 
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared real-screen corpus (``../shared/real-us``); a clear failure when absent."""
+    from bench.real_corpus import DEFAULT_CORPUS
+
+    if not (DEFAULT_CORPUS / "manifest.json").is_file():
+        pytest.fail(
+            f"The real-screen corpus is missing: expected {DEFAULT_CORPUS}/manifest.json "
+            "(the project's shared/real-us folder beside the repository)."
+        )
+    return DEFAULT_CORPUS
+
+
 _skipped: list[str] = []
 
 

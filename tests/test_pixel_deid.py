@@ -49,16 +49,6 @@ WITH_TEXT = sorted(n for n, e in ENTRIES.items() if e["ground_truth"]["burned_in
 
 
 @pytest.fixture(scope="module")
-def corpus() -> Path:
-    if not (DEFAULT_CORPUS / "manifest.json").is_file():
-        pytest.fail(
-            f"The real-screen corpus is missing: expected {DEFAULT_CORPUS}/manifest.json "
-            "(the project's shared/real-us folder beside the repository)."
-        )
-    return DEFAULT_CORPUS
-
-
-@pytest.fixture(scope="module")
 def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Each corpus file as the importer stores it: name -> (stored bytes, decoded pixels)."""
     with pytest.MonkeyPatch.context() as patch:

@@ -15,20 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.real_corpus import AREA_IOU, COLOR_IOU, DEFAULT_CORPUS, FileResult, evaluate
+from bench.real_corpus import AREA_IOU, COLOR_IOU, FileResult, evaluate
 from core.boxes import Box
 from core.imageio import decode_image
 from core.roi_detect import dicom_regions, propose_regions
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Path:
-    if not (DEFAULT_CORPUS / "manifest.json").is_file():
-        pytest.fail(
-            f"The real-screen corpus is missing: expected {DEFAULT_CORPUS}/manifest.json "
-            "(the project's shared/real-us folder beside the repository)."
-        )
-    return DEFAULT_CORPUS
 
 
 @pytest.fixture(scope="module")

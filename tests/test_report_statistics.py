@@ -99,9 +99,9 @@ def test_a_perfect_model_gains_the_prevalence() -> None:
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(StatisticsInputError, match="between 0 and 1"):
         net_benefit([0, 1], [0.2, 0.8], thresholds=[0.0, 0.5])
-    with pytest.raises(StatisticsInputError, match="only 0 and 1"):
+    with pytest.raises(StatisticsInputError, match="Labels must be 0/1"):
         calibration([0, 2], [0.2, 0.8])
-    with pytest.raises(StatisticsInputError, match="probabilities"):
+    with pytest.raises(StatisticsInputError, match="Probabilities must lie"):
         calibration([0, 1], [0.2, 1.8])
 
 
