@@ -262,15 +262,7 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
     # Density and components at half resolution (4× cheaper); edges at full.
     small = (max(1, width // 2), max(1, height // 2))
     density = cv2.resize(content.astype(np.float32), small, interpolation=cv2.INTER_AREA)
-    short = min(small)
-    density = cv2.blur(density, (_odd(short / 48), _odd(short / 48)))
-    k = _odd(short / 24)
-    opened = cv2.morphologyEx(
-        (density >= 0.5).astype(np.uint8),
-        cv2.MORPH_OPEN,
-        cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)),
-    )
-    n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, _, stats = _dense_components(density, window=min(small) / 48)
     if n < 2:
         raise NoImageContentError(
             "No ultrasound image area found: the frame holds only text, lines or flat regions. "
@@ -286,6 +278,20 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
         rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
         views.extend(_refine_edges(valid, part) for part in _split_at_gaps(valid, rough))
     return views
+
+
+def _dense_components(mask: np.ndarray, window: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """Components where most of a ``window``-wide neighbourhood is set, after an opening
+    about 1/24 of the short side erases text, ticks and bars: (count, labels, stats)."""
+    density = cv2.blur(mask.astype(np.float32), (_odd(window), _odd(window)))
+    k = _odd(min(mask.shape) / 24)
+    opened = cv2.morphologyEx(
+        (density >= 0.5).astype(np.uint8),
+        cv2.MORPH_OPEN,
+        cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)),
+    )
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    return n, labels, stats
 
 
 def _split_at_gaps(valid: np.ndarray, box: Box) -> list[Box]:
@@ -544,15 +550,7 @@ def _visible_part(img: np.ndarray, region: Box, background: int) -> Box:
     """
     gray = cv2.cvtColor(img[region.y : region.y2, region.x : region.x2], cv2.COLOR_RGB2GRAY)
     differs = (gray != background).astype(np.float32)
-    short = min(gray.shape)
-    density = cv2.blur(differs, (_odd(short / 16), _odd(short / 16)))
-    k = _odd(short / 24)
-    kept = cv2.morphologyEx(
-        (density >= 0.5).astype(np.uint8),
-        cv2.MORPH_OPEN,
-        cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)),
-    )
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(kept, connectivity=8)
+    n, labels, stats = _dense_components(differs, window=min(gray.shape) / 16)
     if n < 2:
         return region
     largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
