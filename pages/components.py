@@ -89,13 +89,11 @@ def _enter_through_app() -> None:
     Until some script calls ``st.navigation``, a freshly started server runs
     ``pages/<name>.py`` by itself (its old ``pages/`` folder mode) and lists the raw files.
     Leaving that mode and rerunning lets ``app.py`` restore the session and show the
-    page the URL names (page identity is the URL path), or the sign-in form. Only a visitor
-    without a session needs that: a rerun would drop the click that started this run
-    (AppTest runs pages straight, with the reader already in the session).
+    page the URL names (page identity is the URL path), or the sign-in form.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory and current_reader() is None:
+    if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
 

@@ -118,6 +118,27 @@ def corpus() -> Path:
     return DEFAULT_CORPUS
 
 
+@pytest.fixture(autouse=True)
+def _warm_streamlit_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run AppTest as a server on which ``app.py`` has already called ``st.navigation``.
+
+    AppTest resets Streamlit's pages-folder flag before every run, so each run would start
+    like a freshly started server: Streamlit would run ``pages/<name>.py`` by itself and
+    ``pages.components`` would rerun it through ``app.py``, dropping the click that started
+    the run. A real server leaves that mode on its first navigation; the fresh-server path
+    is covered by the browser tests (``test_browser_roles``).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def warm(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", warm)
+
+
 _skipped: list[str] = []
 
 
