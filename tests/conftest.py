@@ -139,6 +139,19 @@ def _warm_streamlit_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PagesManager, "__init__", warm)
 
 
+@pytest.fixture
+def browser():
+    """A headless Debian Chromium driven by Playwright, closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.serve import CHROMIUM, LAUNCH_ARGS
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield instance
+        instance.close()
+
+
 _skipped: list[str] = []
 
 

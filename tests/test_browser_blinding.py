@@ -23,7 +23,7 @@ from db.engine import Database
 from db.models import Reader
 from db.readers import get_reader
 from tests.serve import CHROMIUM, streamlit_server
-from tests.test_browser_grading import _wait_idle, browser, sign_in  # noqa: F401
+from tests.test_browser_grading import _wait_idle, sign_in
 from tests.tiny_runs import add_tiny_run
 
 pytestmark = [
@@ -66,7 +66,7 @@ def served_demo(demo_env: Path, tiny_models) -> list[str]:
     return names
 
 
-def test_a_reader_with_no_grades_sees_no_consensus_anywhere(served_demo, demo_env, browser):  # noqa: F811
+def test_a_reader_with_no_grades_sees_no_consensus_anywhere(served_demo, demo_env, browser):
     shots = os.environ.get("SHOTS")
     with streamlit_server(demo_env) as (base, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -93,7 +93,7 @@ def test_a_reader_with_no_grades_sees_no_consensus_anywhere(served_demo, demo_en
     assert "DEMO-001" in cases_text  # the grid's cells were read, so a consensus would be
 
 
-def test_a_download_right_after_another_arrives(served_demo, demo_env, browser):  # noqa: F811
+def test_a_download_right_after_another_arrives(served_demo, demo_env, browser):
     """Issue 12: Export failed silently ("Deferred file … not found") when clicked about
     1 s after another download on Comparison. Each download here must reach the browser."""
     with streamlit_server(demo_env) as (base, _):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from core.boxes import Box
 from core.demo import DEMO_PASSWORD
 from db.models import CropBox, Grade, Reader
-from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.serve import CHROMIUM, streamlit_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,16 +25,6 @@ pytestmark = [
         CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)"
     ),
 ]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield instance
-        instance.close()
 
 
 def _wait_idle(page) -> None:

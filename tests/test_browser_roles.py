@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from core.demo import DEMO_PASSWORD
-from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.serve import CHROMIUM, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
 
 pytestmark = [
@@ -39,16 +39,6 @@ SIGNED_OUT_TITLES = {"Sign in", "Create the first administrator"}
 DATA_MARKERS = ("patient(s) match", "DEMO-0")
 """Text that only a page showing patient data contains."""
 FINISHED = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield instance
-        instance.close()
 
 
 def _settle(page) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.demo import DEMO_PASSWORD
-from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.serve import CHROMIUM, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
 
 pytestmark = [
@@ -23,16 +23,6 @@ pytestmark = [
     ),
 ]
 REAL_PASSWORD = "a real long password"
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield instance
-        instance.close()
 
 
 def _sidebar_button(page, name: str):

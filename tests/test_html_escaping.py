@@ -34,7 +34,7 @@ from db.engine import Database
 from db.models import CtMeasurement, Image, Patient
 from pages.components import plain
 from tests.bundles import jpeg_bytes, make_zip, png_bytes, row
-from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server
+from tests.serve import CHROMIUM, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,16 +195,6 @@ def test_uploads_are_stored_under_their_hash_never_their_name(db, store, tmp_pat
         assert match[2] == images[path] and match[1] == match[2][:2]
     names = {p.name for p in tmp_path.rglob("*")}
     assert not names & {"evil name.png", "<b>bold</b>.png", "..hidden.png", odd[3]}
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield instance
-        instance.close()
 
 
 @contextmanager
