@@ -6,13 +6,13 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from core import config
-from core.export import _run_ids
+from core.common import config
+from core.services.export import _run_ids
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from core.cli import CommandError, open_database
-    from core.report_bundle import write_report
+    from core.report.bundle import write_report
 
     out = (
         Path(args.out)

@@ -1,7 +1,7 @@
 """Command-line interface: ``python -m core <command> --help``.
 
 Every command honours ``SARCOPENIA_DATA_DIR`` and ``DATABASE_URL`` exactly as the app does
-(``core.config``), upgrades the schema first, shows a progress bar for long work, and on
+(``core.common.config``), upgrades the schema first, shows a progress bar for long work, and on
 failure exits non-zero with a one-line reason.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from tqdm import tqdm
 
-from core import config
+from core.common import config
 
 Handler = Callable[[argparse.Namespace], int]
 TF_LOG_ENV: Final = "TF_CPP_MIN_LOG_LEVEL"
@@ -34,8 +34,8 @@ class CommandError(RuntimeError):
 
 def open_database():
     """Upgrade the schema, sweep what a killed process left, and return the database."""
-    from core.maintenance import startup_checks
-    from core.store import ImageStore
+    from core.common.store import ImageStore
+    from core.services.maintenance import startup_checks
     from db.engine import Database
     from db.migrate import upgrade
 
@@ -71,8 +71,8 @@ def progress_bar(description: str) -> Callable[[int, int], None]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo import DemoRefused, demo_blocker, load_demo
-    from core.store import ImageStore
+    from core.common.store import ImageStore
+    from core.services.demo import DemoRefused, demo_blocker, load_demo
 
     db = open_database()
     with db.read() as session:
@@ -100,9 +100,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.archive import BundleError, open_bundle
-    from core.importer import import_bundle
-    from core.store import ImageStore
+    from core.cases.archive import BundleError, open_bundle
+    from core.cases.importer import import_bundle
+    from core.common.store import ImageStore
 
     db = open_database()
     try:
@@ -125,7 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
-    from core.weights import fetch_all, keras_cache_dir
+    from core.learning.weights import fetch_all, keras_cache_dir
 
     paths = fetch_all(progress=lambda arch, path: print(f"{arch}: {path}"))
     print(f"{len(paths)} weight files in {keras_cache_dir()}.")
@@ -175,14 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.set_defaults(handler=cmd_weights_fetch)
 
-    from core.auth import add_admin_parser
-    from core.backup import add_backup_parser
-    from core.baseline import add_features_parser
-    from core.export import add_export_parser
-    from core.jobs import add_train_parser
-    from core.migrate_db import add_migrate_db_parser
+    from core.learning.baseline import add_features_parser
     from core.report_cli import add_report_parser
-    from core.review import add_predict_parser
+    from core.services.auth import add_admin_parser
+    from core.services.backup import add_backup_parser
+    from core.services.export import add_export_parser
+    from core.services.jobs import add_train_parser
+    from core.services.migrate_db import add_migrate_db_parser
+    from core.services.review import add_predict_parser
 
     add_train_parser(sub)
     add_features_parser(sub)
