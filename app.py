@@ -5,7 +5,7 @@ Run with ``streamlit run app.py``. The database and data folder follow
 
 Only the pages a role may use are registered with ``st.navigation``, so a reader cannot
 open an admin page even by typing its URL; each admin page also checks the role itself.
-A sign-in lasts across reloads through a session cookie (``core.sessions``), ends after
+A sign-in lasts across reloads through a session cookie (``core.services.sessions``), ends after
 ``SARCOPENIA_IDLE_MINUTES`` without activity, and a page's URL opened while signed out
 shows the sign-in form there and that page after it.
 """
@@ -17,9 +17,21 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import config
-from core.auth import AccountError, AdminExistsError, admin_exists, authenticate, create_first_admin
-from core.sessions import SESSION_COOKIE, end_session, is_idle, resume_session, start_session
+from core.common import config
+from core.services.auth import (
+    AccountError,
+    AdminExistsError,
+    admin_exists,
+    authenticate,
+    create_first_admin,
+)
+from core.services.sessions import (
+    SESSION_COOKIE,
+    end_session,
+    is_idle,
+    resume_session,
+    start_session,
+)
 from db.models import Reader
 from pages.components import READER_KEY, current_reader, demo_offer, get_db, plain
 

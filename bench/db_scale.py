@@ -4,7 +4,7 @@ Run: ``python -m bench.db_scale [--large 10000]``. Prints the median time of eac
 of the export at both sizes and their ratio, measured in this process, and exits 1 if a
 target is missed: each query within 3×, the export linear and under 5 s at 10,000.
 
-The export is the real one, ``core.export.write_export`` to a ``.zip`` (what
+The export is the real one, ``core.services.export.write_export`` to a ``.zip`` (what
 ``python -m core export`` writes; the Comparison page builds the same zip): once without
 image features, once with every image's features already in the feature cache (the cost
 of every export after the first). Every image row points at one rendered phantom, and
@@ -27,9 +27,9 @@ from sqlalchemy import select
 
 from bench.synthetic_rows import build_database, store_one_phantom
 from bench.timing import median_seconds, print_table
-from core.boxes import Box
-from core.export import FeatureCache, feature_keys, image_features, write_export
-from core.store import ImageStore
+from core.common.boxes import Box
+from core.common.store import ImageStore
+from core.services.export import FeatureCache, feature_keys, image_features, write_export
 from db.cases import CaseFilter, list_cases
 from db.engine import Database
 from db.grading import next_ungraded, progress, save_grade
@@ -42,7 +42,7 @@ EXPORT_ROWS = ("export, no image features", "export, cached image features")
 
 @contextlib.contextmanager
 def _data_dir(folder: Path) -> Iterator[None]:
-    """Point ``core.config`` (and so the export's feature cache) at ``folder`` for a while."""
+    """Point ``config`` (and so the export's feature cache) at ``folder`` for a while."""
     before = os.environ.get("SARCOPENIA_DATA_DIR")
     os.environ["SARCOPENIA_DATA_DIR"] = str(folder)
     try:

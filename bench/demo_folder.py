@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.demo import load_demo
-from core.store import ImageStore
+from core.common.store import ImageStore
+from core.services.demo import load_demo
 from db.engine import Database
 from db.migrate import upgrade
 

@@ -2,7 +2,7 @@
 
 Run: ``python -m bench.fast_mode [--full-epochs 30] [--k-folds 5] [--archs vgg19,resnet50]``.
 On the demo cohort (loaded into a temporary folder) it trains ``sarcopenia_gsu`` per
-architecture at the study's 112×112 in both modes through ``core.train.run_training``, and
+architecture at the study's 112×112 in both modes through ``core.learning.train.run_training``, and
 reports the time per epoch, the total time to a trained model, and the test AUC of both.
 The study's single split tests 20 patients, about 4 of them sarcopenic, so its AUCs carry
 intervals of ±0.2; ``--k-folds 5`` compares pooled out-of-fold AUCs, every eligible patient
@@ -24,9 +24,9 @@ import numpy as np
 
 from bench.demo_folder import demo_folder
 from bench.timing import print_table
-from core.jobs import create_run
-from core.store import ImageStore
-from core.train import TrainSettings, run_training
+from core.common.store import ImageStore
+from core.learning.train import TrainSettings, run_training
+from core.services.jobs import create_run
 from db.engine import Database
 from db.models import TrainingRun
 from db.runs import run_test_auc

@@ -20,8 +20,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from bench.timing import print_table
-from core.demo import DEMO_PASSWORD, load_demo
-from core.store import ImageStore
+from core.common.store import ImageStore
+from core.services.demo import DEMO_PASSWORD, load_demo
 from db.engine import Database
 from db.migrate import upgrade
 from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server

@@ -33,7 +33,7 @@ from bench.timing import print_table
 LIMIT_MB = 400
 MAX_GROWTH = 1.2
 LARGE_MP = 40
-"""Megapixels of each large image: 6324 × 6324, just under ``core.imageio.MAX_PIXELS``."""
+"""Megapixels of each large image: 6324 × 6324, just under ``core.imaging.imageio.MAX_PIXELS``."""
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,8 +43,8 @@ def phantom_pngs(n: int) -> list[tuple[bytes, bytes]]:
     Ten rendered cases are reused with each patient's number burned into the screen, so
     the files have the size and content of real screenshots at a fraction of the cost.
     """
-    from core.cohort import synthetic_cohort
-    from core.phantom import render_case
+    from core.cases.cohort import synthetic_cohort
+    from core.cases.phantom import render_case
 
     bases = [
         render_case(p.seed, p.true_grade, p.quality, p.swe_median_kpa, scan_date=p.us_date)
@@ -91,9 +91,9 @@ def write_zip(path: Path, images: list[tuple[bytes, ...]]) -> Path:
 
 def child(zip_path: str, data_dir: str, mode: str) -> None:
     """Run one import (or none, for the baseline) and print its peak RSS as JSON."""
-    from core.archive import ZipBundle
-    from core.importer import import_bundle
-    from core.store import ImageStore
+    from core.cases.archive import ZipBundle
+    from core.cases.importer import import_bundle
+    from core.common.store import ImageStore
     from db.engine import Database
     from db.migrate import upgrade
 

@@ -26,16 +26,16 @@ import cv2
 import numpy as np
 
 from bench.timing import print_table
-from core.archive import open_bundle
-from core.importer import import_bundle
-from core.manifest import COLUMNS
-from core.store import ImageStore
+from core.cases.archive import open_bundle
+from core.cases.importer import import_bundle
+from core.cases.manifest import COLUMNS
+from core.common.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 
 MAX_RATIO = 1.5
 SIDE = 32
-"""The smallest image the importer accepts (``core.imageio.MIN_SIDE``)."""
+"""The smallest image the importer accepts (``core.imaging.imageio.MIN_SIDE``)."""
 
 
 def tiny_png(index: int) -> bytes:

@@ -9,7 +9,7 @@ The baseline (the floor) gets the same outputs with the least work: per model on
 forward pass for the probability and one compiled gradient of the logit at the Grad-CAM
 layer, with the map computed from them, on the already prepared crop, batched as the
 review batches: one patient per call on the page, ``--batch`` patients per call in a
-cohort prediction (``core.review.predict_cases``). Both run in this process, timed in
+cohort prediction (``core.services.review.predict_cases``). Both run in this process, timed in
 alternation so that a shared machine's drifting load hits them alike.
 
 Target (issue 8): the page's review ≤ 1.3× the floor at one patient. Exits 1 when missed.
@@ -25,15 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from bench.timing import interleaved_medians, print_table
-from core.cohort import synthetic_cohort
-from core.crop import crop_and_resize
-from core.dataset import DatasetSettings
-from core.demo import render_patient
-from core.gradcam import find_last_conv_layer, overlay, overlay_on_full_image, upsample
-from core.images import decode_stored
-from core.models import ARCHITECTURES, ModelSpec, build_model
-from core.normalize import normalize
-from core.review import RunPredictor
+from core.cases.cohort import synthetic_cohort
+from core.imaging.crop import crop_and_resize
+from core.imaging.images import decode_stored
+from core.imaging.normalize import normalize
+from core.learning.dataset import DatasetSettings
+from core.learning.gradcam import find_last_conv_layer, overlay, overlay_on_full_image, upsample
+from core.learning.models import ARCHITECTURES, ModelSpec, build_model
+from core.services.demo import render_patient
+from core.services.review import RunPredictor
 
 MAX_RATIO = 1.3
 ROWS = (

@@ -17,9 +17,9 @@ import numpy as np
 
 from bench.demo_folder import demo_folder
 from bench.timing import print_table
-from core.augment import build_augmenter
-from core.dataset import DatasetSettings, load_task_data, tf_dataset
-from core.models import ModelSpec, build_model
+from core.learning.augment import build_augmenter
+from core.learning.dataset import DatasetSettings, load_task_data, tf_dataset
+from core.learning.models import ModelSpec, build_model
 
 MAX_RATIO = 1.10
 

@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.boxes import Box
+from core.common.boxes import Box
 from db.engine import Database
 from db.grading import image_info, next_ungraded, save_box, save_grade
 from db.migrate import upgrade

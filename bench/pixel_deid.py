@@ -27,9 +27,9 @@ import pytesseract
 from PIL import Image
 
 from bench.real_corpus import DEFAULT_CORPUS
-from core.imageio import decode_image, deidentified_dicom_bytes
-from core.importer import encode_png
-from core.pixel_deid import clean_upload, preview
+from core.cases.importer import encode_png
+from core.imaging.imageio import decode_image, deidentified_dicom_bytes
+from core.imaging.pixel_deid import clean_upload, preview
 
 PSEUDONYM = "RF-0042"
 STROKE = 24
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument(
-        "--figures", type=Path, help="write each file's review picture (core.pixel_deid.preview)"
+        "--figures",
+        type=Path,
+        help="write each file's review picture (core.imaging.pixel_deid.preview)",
     )
     args = parser.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():

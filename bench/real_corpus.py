@@ -16,9 +16,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.boxes import Box
-from core.imageio import ImageReadError, decode_image
-from core.roi_detect import propose_regions
+from core.common.boxes import Box
+from core.imaging.imageio import ImageReadError, decode_image
+from core.imaging.roi_detect import propose_regions
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "real-us"
 AREA_IOU = 0.8

@@ -1,6 +1,6 @@
 """Synthetic database rows at any scale, for benchmarks (no images are rendered).
 
-Rows follow the demo cohort's proportions (``core.cohort``), with two simulated readers'
+Rows follow the demo cohort's proportions (``core.cases.cohort``), with two simulated readers'
 grades on every GSU image, so queries see realistic data at 160 or 10,000 patients.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from core.boxes import Box
-from core.cohort import synthetic_cohort
-from core.demo import render_patient
-from core.store import ImageStore, sha256_hex
+from core.cases.cohort import synthetic_cohort
+from core.common.boxes import Box
+from core.common.store import ImageStore, sha256_hex
+from core.services.demo import render_patient
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import CropBox, CtMeasurement, Grade, Image, Patient, Reader

@@ -1,6 +1,6 @@
 """Reader accounts and sign-in attempts at the session level; no password ever passes here.
 
-``core.auth`` hashes passwords and decides policy; these functions take a session the
+``core.services.auth`` hashes passwords and decides policy; these functions take a session the
 caller already holds, so each account change and its audit event commit together.
 """
 
@@ -44,7 +44,7 @@ class ReaderSummary:
     last_sign_in: dt.datetime | None
     demo: bool = False
     waiting_until: dt.datetime | None = None
-    """End of a sign-in delay after failed attempts (``core.auth``), if one is running."""
+    """End of a sign-in delay after failed attempts (``core.services.auth``), if one is running."""
 
 
 def normalize_username(username: str) -> str:

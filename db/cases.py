@@ -1,7 +1,7 @@
 """The case list and one patient's record, with labels derived on the fly.
 
 The list is paginated and filtered in SQL (SMI and the CT interval are SQL expressions),
-so the Cases page costs the same at 160 or 10,000 patients. ``core.labels`` stays the
+so the Cases page costs the same at 160 or 10,000 patients. ``core.common.labels`` stays the
 reference definition; ``case_labels`` applies it to one patient.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from core import labels
+from core.common import labels
 from db import audit
 from db.models import ConsensusGrade, CtMeasurement, Grade, Image, Patient, Reader
 

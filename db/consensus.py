@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.boxes import Box
+from core.common.boxes import Box
 from db import audit
 from db.consensus_rules import MIN_READERS, counted
 from db.grading import CONSENSUS_OWNER, image_info, save_box

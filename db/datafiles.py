@@ -14,7 +14,7 @@ from pathlib import Path, PurePath
 
 from sqlalchemy import Connection, select
 
-from core import config
+from core.common import config
 from db.models import Image, TrainingRun
 
 IMAGES_DIR = "images"

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import config
+from core.common import config
 
 BUSY_TIMEOUT_MS = 15_000
 WRITE_RETRIES = 5
@@ -103,3 +103,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages, logs and manifests."""
+    return make_url(url).render_as_string(hide_password=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from core.boxes import Box, validate_box
+from core.common.boxes import Box, validate_box
 from db import audit
 from db.consensus_rules import supersede_if_contradicted
 from db.models import ConsensusGrade, CropBox, Grade, Image, Patient, Reader

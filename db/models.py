@@ -1,7 +1,7 @@
 """The data model of DESIGN.md as SQLAlchemy 2.0 typed ORM classes.
 
 Labels that can be derived (SMI, sarcopenia, CT interval, dichotomized grade) are never
-stored: ``core.labels`` computes them from the measurements, so a corrected height or
+stored: ``core.common.labels`` computes them from the measurements, so a corrected height or
 date can never leave a stale label behind.
 """
 
@@ -326,7 +326,7 @@ class Prediction(Base):
 
 class LoginAttempt(Base):
     """One sign-in attempt, kept in the database so rate limits survive restarts and hold
-    across several app processes (``core.auth``)."""
+    across several app processes (``core.services.auth``)."""
 
     __tablename__ = "login_attempt"
     __table_args__ = (
@@ -344,7 +344,7 @@ class LoginAttempt(Base):
 
 class UserSession(Base):
     """A signed-in browser: it holds a random token, the database only the token's sha256,
-    so reading the database does not let anyone take over a session (``core.auth``)."""
+    so reading the database does not let anyone take over a session (``core.services.auth``)."""
 
     __tablename__ = "user_session"
     __table_args__ = (Index("ix_user_session_reader", "reader_id"),)

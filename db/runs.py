@@ -1,9 +1,9 @@
 """Queries on training runs and their predictions, for the Training and Registry pages.
 
-The run row is the single record of a training job (``core.jobs`` writes it from another
+The run row is the single record of a training job (``core.services.jobs`` writes it from another
 process), so everything a page shows is read here, never kept in the page's session.
 
-Stored JSON shapes (written by ``core.train``):
+Stored JSON shapes (written by ``core.learning.train``):
 
 - ``history``: ``{"epochs": [{"fold", "epoch", "loss", "auc", "val_loss", "val_auc",
   "learning_rate"}, ...]}``, one record per finished epoch, appended while training runs.
@@ -11,7 +11,7 @@ Stored JSON shapes (written by ``core.train``):
   "val_auc", "host", ...}``.
 - ``metrics``: ``{"threshold", "n": {subset: count}, "val": {...}, "test": {...}, ...}`` where
   a subset's dict holds ``auc``, ``auc_lower``, ``auc_upper``, ``accuracy``, ``sensitivity``,
-  ``specificity`` … (``core.train.subset_metrics``).
+  ``specificity`` … (``core.learning.train.subset_metrics``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Admin: reader accounts. List them, create one, reset a password, lift a sign-in delay,
 deactivate or reactivate.
 
-Admins only, checked here on the server (``require_admin``) and again by ``core.auth`` in
+Admins only, checked here on the server (``require_admin``) and again by ``core.services.auth`` in
 the transaction of every change, against the database's current view of the acting admin.
 Every change writes its audit event; no password or hash is ever shown.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.auth import (
+from core.services.auth import (
     AccountError,
     PermissionDenied,
     ReaderSummary,

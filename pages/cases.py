@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.importer import import_upload
-from core.manifest import (
+from core.cases.importer import import_upload
+from core.cases.manifest import (
     FieldError,
     check_age,
     check_date,

@@ -6,10 +6,7 @@ import hashlib
 
 import streamlit as st
 
-from core.delong import StatisticsInputError
-from core.export import export_zip, figure_html, figure_png, table_csv
-from core.review import finished_runs
-from core.table1 import (
+from core.report.table1 import (
     PAPER_SOURCE,
     PAPER_TABLE1,
     RunNotReadyError,
@@ -23,6 +20,9 @@ from core.table1 import (
     run_scores,
     table1_from_scores,
 )
+from core.services.export import export_zip, figure_html, figure_png, table_csv
+from core.services.review import finished_runs
+from core.stats.delong import StatisticsInputError
 from pages.components import get_db, get_store, plain, require_reader, show_table
 from pages.downloads import download, prepared_download
 

@@ -13,18 +13,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import config
-from core.imageio import ImageReadError
-from core.images import load_pixels, to_display_rgb
-from core.maintenance import startup_checks
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
+from core.imaging.imageio import ImageReadError
+from core.imaging.images import load_pixels, to_display_rgb
+from core.services.maintenance import startup_checks
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Reader, TrainingRun
 from db.readers import get_reader, list_readers
 
 if TYPE_CHECKING:
-    from core.review import ModelCache, RunPredictor
+    from core.services.review import ModelCache, RunPredictor
 
 READER_KEY = "reader_username"
 
@@ -119,7 +119,7 @@ def require_admin() -> Reader:
 
 def show_box_legend(owners: list[str]) -> None:
     """Colour swatches naming whose box is whose; ``box_legend_html`` escapes the names."""
-    from core.display import box_legend_html
+    from core.imaging.display import box_legend_html
 
     st.html(box_legend_html(owners))
 
@@ -134,7 +134,7 @@ def _model_cache() -> ModelCache:
     """One per server process. Streamlit's resource cache keeps it when Streamlit reloads
     the app's modules (it does after any source file changes), which a module-level cache
     would not survive."""
-    from core.review import ModelCache
+    from core.services.review import ModelCache
 
     return ModelCache()
 
@@ -155,8 +155,8 @@ def load_models(runs: list[TrainingRun]) -> None:
     later page and session reuses it. A model that cannot load is left for the page to
     report with the rest of that run's view.
     """
-    from core.review import ModelPathError, ReviewError
-    from core.table1 import run_label
+    from core.report.table1 import run_label
+    from core.services.review import ModelPathError, ReviewError
 
     db = get_db()
     cache = _model_cache()
@@ -176,10 +176,10 @@ def demo_offer(reader: Reader | None) -> bool:
     """On a database without patients, offer the synthetic demo cohort in one click.
 
     Only to an admin, or on the first-run page (``reader`` None, no account exists yet),
-    and only where ``core.demo`` would load it: never beside real accounts or patients,
+    and only where ``core.services.demo`` would load it: never beside real accounts or patients,
     never with ``SARCOPENIA_DEMO=0``. Returns True when the database has no patients.
     """
-    from core.demo import DEMO_PASSWORD, DemoRefused, demo_blocker, load_demo
+    from core.services.demo import DEMO_PASSWORD, DemoRefused, demo_blocker, load_demo
     from db.cases import count_patients
 
     with get_db().read() as session:
@@ -232,8 +232,8 @@ def reader_names() -> dict[str, str]:
 
 def runs_table(runs: list[TrainingRun]) -> pd.DataFrame:
     """``run_summary`` rows with the study's task names and architecture spellings."""
-    from core.dataset import task_title
-    from core.table1 import ARCH_NAMES
+    from core.learning.dataset import task_title
+    from core.report.table1 import ARCH_NAMES
     from db.runs import run_summary
 
     table = pd.DataFrame([run_summary(r) for r in runs])

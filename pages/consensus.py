@@ -6,9 +6,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.agreement import NOT_ESTIMABLE_HELP, PairAgreement, pair_agreement
-from core.display import box_color_name, draw_boxes
-from core.labels import GRADES
+from core.common.labels import GRADES
+from core.imaging.display import box_color_name, draw_boxes
+from core.stats.agreement import NOT_ESTIMABLE_HELP, PairAgreement, pair_agreement
 from db.consensus import (
     ConsensusConflict,
     Disagreement,
@@ -139,7 +139,7 @@ def superseded_note(image_id: int) -> None:
 
 def model_advice(item: Disagreement) -> None:
     """The echogenicity model as a second reader: advice only, after both readers graded."""
-    from core.review import (
+    from core.services.review import (
         SecondReaderUnavailable,
         echogenicity_runs,
         finished_runs,

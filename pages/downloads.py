@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.export import FigureExportError
+from core.services.export import FigureExportError
 
 BUILD_ERRORS = (FigureExportError, OSError, ValueError)
 """What building a file may raise for a reason the user can act on."""

@@ -13,11 +13,18 @@ from pathlib import Path
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core.boxes import Box, validate_box
-from core.canvas_boxes import BOX_FILL, NO_FILL, canvas_key, drawing_with, drawn_in_image, fit_scale
-from core.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
-from core.labels import GRADE_DESCRIPTIONS, GRADES
-from core.roi_detect import detect_boxes
+from core.common.boxes import Box, validate_box
+from core.common.labels import GRADE_DESCRIPTIONS, GRADES
+from core.imaging.canvas_boxes import (
+    BOX_FILL,
+    NO_FILL,
+    canvas_key,
+    drawing_with,
+    drawn_in_image,
+    fit_scale,
+)
+from core.imaging.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
+from core.imaging.roi_detect import detect_boxes
 from db.cases import patient_codes
 from db.grading import (
     COMMENT_MAX,

@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.dataset import TASKS, task_title
-from core.jobs import RunActiveError, delete_run, reap_dead_runs
-from core.table1 import ARCH_NAMES
+from core.learning.dataset import TASKS, task_title
+from core.report.table1 import ARCH_NAMES
+from core.services.jobs import RunActiveError, delete_run, reap_dead_runs
 from db.runs import get_run, list_runs, metrics_rows, run_history, run_predictions
 from pages.components import get_db, require_admin, require_reader, runs_table, show_table
 

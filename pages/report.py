@@ -6,10 +6,10 @@ import datetime as dt
 
 import streamlit as st
 
-from core.delong import StatisticsInputError
-from core.report_bundle import build_report
-from core.review import finished_runs
-from core.table1 import RunNotReadyError, run_label
+from core.report.bundle import build_report
+from core.report.table1 import RunNotReadyError, run_label
+from core.services.review import finished_runs
+from core.stats.delong import StatisticsInputError
 from pages.components import get_db, require_admin
 
 db = get_db()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.display import draw_boxes
-from core.review import (
+from core.imaging.display import draw_boxes
+from core.report.table1 import run_label
+from core.services.review import (
     NOT_IN_RUN,
     ModelPathError,
     ModelView,
@@ -19,7 +20,6 @@ from core.review import (
     review_table,
     start_predict_job,
 )
-from core.table1 import run_label
 from pages.components import (
     display_pixels,
     get_db,

@@ -1,7 +1,7 @@
 """Training (admins): start a run in the background and watch it, live, from the database.
 
 The page keeps no state of its own: the run rows are the truth, so a reload, a second tab
-or another admin sees the same progress (``core.jobs`` starts the process; ``db.runs``
+or another admin sees the same progress (``core.services.jobs`` starts the process; ``db.runs``
 reads it back).
 """
 
@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.dataset import TASKS, task_title
-from core.jobs import (
-    MAX_CONCURRENT_ENV,
-    cancel_run,
-    max_concurrent_runs,
-    reap_dead_runs,
-    submit_run,
-)
-from core.table1 import ARCH_NAMES
-from core.train import ARCHITECTURES, DEFAULT_EPOCHS, MODES, TrainSettings
-from core.weights import (
+from core.learning.dataset import TASKS, task_title
+from core.learning.train import ARCHITECTURES, DEFAULT_EPOCHS, MODES, TrainSettings
+from core.learning.weights import (
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
     WeightsUnavailableError,
@@ -27,6 +19,14 @@ from core.weights import (
     found_weight_files,
     missing_imagenet_note,
     user_weights_dir,
+)
+from core.report.table1 import ARCH_NAMES
+from core.services.jobs import (
+    MAX_CONCURRENT_ENV,
+    cancel_run,
+    max_concurrent_runs,
+    reap_dead_runs,
+    submit_run,
 )
 from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary
 from pages.components import get_db, require_admin, runs_table, show_table

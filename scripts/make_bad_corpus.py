@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit
 
-from core.manifest import COLUMNS
+from core.cases.manifest import COLUMNS
 from tests.bundles import manifest_text, row
 from tests.dicom_factory import make_dicom
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.phantom import render_case
+from core.cases.phantom import render_case
 
 DEFAULT_OUT = Path("assets/grade_reference")
 REFERENCE_SEED = 20190101

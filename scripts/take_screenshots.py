@@ -34,7 +34,7 @@ def ensure_demo(data: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
-    from core.demo import DEMO_PASSWORD
+    from core.services.demo import DEMO_PASSWORD
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("/tmp/sarcopenia-screenshots"))

@@ -9,7 +9,7 @@ import zipfile
 import cv2
 import numpy as np
 
-from core.manifest import COLUMNS
+from core.cases.manifest import COLUMNS
 
 
 def png_bytes(seed: int, size: tuple[int, int] = (96, 128)) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core.store import ImageStore
+from core.common.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Base
@@ -50,7 +50,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def db(data_dir: Path) -> Iterator[Database]:
-    from core import config
+    from core.common import config
 
     url = config.database_url()
     upgrade(url)
@@ -61,7 +61,7 @@ def db(data_dir: Path) -> Iterator[Database]:
 
 @pytest.fixture
 def store(data_dir: Path) -> ImageStore:
-    from core import config
+    from core.common import config
 
     return ImageStore(config.images_dir())
 
@@ -69,7 +69,7 @@ def store(data_dir: Path) -> ImageStore:
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24-patient demo data folder (SQLite + images), built once and copied per test."""
-    from core.demo import load_demo
+    from core.services.demo import load_demo
 
     folder = tmp_path_factory.mktemp("demo") / "data"
     url = f"sqlite:///{folder / 'sarcopenia.db'}"
@@ -96,7 +96,7 @@ def demo_env(small_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture
 def agreed_demo(demo_env: Path) -> Iterator[tuple[Database, ImageStore]]:
     """The private demo copy with auto-agreed consensus grades (echogenicity labels exist)."""
-    from core import config
+    from core.common import config
     from db.consensus import auto_agree
 
     db = Database(config.database_url())

@@ -9,13 +9,13 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from core.agreement import (
+from core.common.boxes import Box
+from core.stats.agreement import (
     AgreementInputError,
     Kappa,
     kappa_with_ci,
     pair_agreement,
 )
-from core.boxes import Box
 
 
 def _ratings_from_table(table: list[list[int]]) -> tuple[list[int], list[int]]:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core.auth import DEACTIVATED, authenticate, verify_password
+from core.services.auth import DEACTIVATED, authenticate, verify_password
 from db.engine import Database
 from db.models import AuditEvent, Reader
 from tests.apptest_helpers import APP, TIMEOUT
@@ -178,7 +178,7 @@ def test_a_readers_app_has_no_admin_page_to_switch_to(demo_env):
 def test_admin_is_warned_about_demo_accounts_and_lifts_a_sign_in_delay(demo_env, monkeypatch):
     import datetime as dt
 
-    from core import auth
+    from core.services import auth
 
     monkeypatch.setattr(auth, "FIRST_DELAY", dt.timedelta(minutes=4))
     for i in range(5):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core import demo
+from core.services import demo
 from db.engine import Database
 from db.models import AuditEvent, Patient
 from pages.components import plain

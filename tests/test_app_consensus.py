@@ -50,8 +50,8 @@ def test_a_reader_sees_no_disagreement_before_grading(demo_env):
 
 
 def test_model_advice_is_shown_beside_a_disagreement_labelled_as_advice(demo_env, tiny_models):
-    from core import config
-    from core.store import ImageStore
+    from core.common import config
+    from core.common.store import ImageStore
     from db.consensus import auto_agree
     from tests.tiny_runs import add_tiny_run
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core.boxes import Box
-from core.canvas_boxes import box_to_rect
-from core.images import load_pixels
-from core.roi_detect import detect_boxes
-from core.store import ImageStore
+from core.common.boxes import Box
+from core.common.store import ImageStore
+from core.imaging.canvas_boxes import box_to_rect
+from core.imaging.images import load_pixels
+from core.imaging.roi_detect import detect_boxes
 from db.engine import Database
 from db.models import AuditEvent, CropBox, Grade, Image, Reader
 from tests.apptest_helpers import open_page

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import config
-from core.datafiles import data_path
-from core.jobs import create_run
-from core.review import ModelCache
-from core.store import ImageStore
-from core.train import TrainSettings
-from core.weights import WEIGHT_FILES
+from core.common import config
+from core.common.store import ImageStore
+from core.learning.train import TrainSettings
+from core.learning.weights import WEIGHT_FILES
+from core.services.jobs import create_run
+from core.services.review import ModelCache
 from db.consensus import auto_agree
+from db.datafiles import data_path
 from db.engine import Database
 from db.models import TrainingRun
 from tests.tiny_runs import add_tiny_run

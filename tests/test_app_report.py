@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import config
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
 from db.consensus import auto_agree
 from db.engine import Database
 from tests.apptest_helpers import open_page

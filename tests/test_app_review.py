@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import config
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
 from db.consensus import auto_agree
 from db.engine import Database
 from tests.tiny_runs import add_tiny_run
@@ -126,12 +126,14 @@ def test_cohort_jobs_start_from_the_page_and_show_progress(two_runs, monkeypatch
     import json
     import os
 
-    import core.review
-    from core.train import process_tag
+    import core.services.review
+    from core.learning.train import process_tag
 
     gsu, swe = two_runs
     started = []
-    monkeypatch.setattr(core.review, "start_predict_job", lambda run_id: started.append(run_id))
+    monkeypatch.setattr(
+        core.services.review, "start_predict_job", lambda run_id: started.append(run_id)
+    )
     at = _page("review", "admin")
     assert not at.exception
     at.button(key=f"cohort_{gsu}").click().run()
@@ -140,7 +142,7 @@ def test_cohort_jobs_start_from_the_page_and_show_progress(two_runs, monkeypatch
 
     tag = process_tag()
     status = {"state": "running", "done": 5, "total": 24, **tag}
-    path = core.review.prediction_root() / f"run-{swe}" / "job.json"
+    path = core.services.review.prediction_root() / f"run-{swe}" / "job.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(status))
     at = _page("review", "admin")
@@ -156,8 +158,8 @@ def test_downloads_are_never_deferred_and_a_failure_is_shown(two_runs, monkeypat
     """Deferred (callable) downloads expire on every rerun and fail without a word
     (``MediaFileStorageError: Deferred file … not found``); every download here is bytes
     with an address that survives reruns, and a file that cannot be built says so."""
-    import core.export
-    from core.export import FigureExportError
+    import core.services.export
+    from core.services.export import FigureExportError
 
     at = _page("comparison", "admin")
     at.button(key="prepare_html_roc").click().run()
@@ -173,7 +175,7 @@ def test_downloads_are_never_deferred_and_a_failure_is_shown(two_runs, monkeypat
     def no_chromium(fig, **_):
         raise FigureExportError("PNG export failed: no Chromium on this machine.")
 
-    monkeypatch.setattr(core.export, "figure_png", no_chromium)
+    monkeypatch.setattr(core.services.export, "figure_png", no_chromium)
     at.button(key="prepare_png_roc").click().run()
     assert not at.exception
     assert "PNG could not be prepared." in [e.value for e in at.error]

@@ -7,8 +7,8 @@ import datetime as dt
 from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
-from core import auth
-from core.demo import DEMO_PASSWORD
+from core.services import auth
+from core.services.demo import DEMO_PASSWORD
 from db.engine import Database
 from db.models import UserSession
 from tests.apptest_helpers import APP, TIMEOUT

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import config
-from core.jobs import create_run, pid_alive
-from core.train import TrainSettings
+from core.common import config
+from core.learning.train import TrainSettings
+from core.services.jobs import create_run, pid_alive
 from db.engine import Database
 from db.models import Patient, Prediction, TrainingRun
 from tests.apptest_helpers import APP, open_page

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from core.augment import AugmentConfig, build_augmenter
+from core.learning.augment import AugmentConfig, build_augmenter
 
 ALL_OFF = AugmentConfig(
     rotation_deg=0,

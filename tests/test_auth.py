@@ -11,8 +11,9 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
-from core import auth
-from core.auth import (
+from core.cli.admin import add_admin_parser
+from core.services import auth
+from core.services.auth import (
     DEACTIVATED,
     WRONG_CREDENTIALS,
     AccountError,
@@ -384,12 +385,12 @@ def test_change_own_password_checks_the_current_one(db):
 
 def _cli(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    auth.add_admin_parser(parser.add_subparsers(dest="command", required=True))
+    add_admin_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
 def test_cli_create_list_reset_deactivate(db, monkeypatch, capsys):
-    from core.cli import CommandError
+    from core.common.errors import UserError
 
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     args = _cli(
@@ -406,13 +407,13 @@ def test_cli_create_list_reset_deactivate(db, monkeypatch, capsys):
 
     args = _cli(["admin", "set-password", "--username", "alice"])
     prompts = iter(["one new password", "another password"])
-    with pytest.raises(CommandError, match="differ"):
+    with pytest.raises(UserError, match="differ"):
         args.handler(args)
 
     args = _cli(["admin", "deactivate", "--username", "alice"])
     assert args.handler(args) == 0
     args = _cli(["admin", "deactivate", "--username", "boss"])
-    with pytest.raises(CommandError, match="last active admin"):
+    with pytest.raises(UserError, match="last active admin"):
         args.handler(args)
 
     capsys.readouterr()

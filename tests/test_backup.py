@@ -16,22 +16,22 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from core import config
-from core.backup import (
+from core.cli.backup import add_backup_parser
+from core.common import config
+from core.common.store import ImageStore, sha256_hex
+from core.imaging.deid import UID_KEY_PATH, site_uid_key
+from core.services.backup import (
     DB_FILE,
     DUMP_FILE,
     MANIFEST_FILE,
     BackupError,
-    add_backup_parser,
     backup,
     file_sha256,
     read_manifest,
     redact,
     restore,
 )
-from core.datafiles import data_path
-from core.deid import UID_KEY_PATH, site_uid_key
-from core.store import ImageStore, sha256_hex
+from db.datafiles import data_path
 from db.engine import Database
 from db.migrate import alembic_config, upgrade
 from db.models import Base, Image, Patient, Prediction, TrainingRun
@@ -337,8 +337,8 @@ def _add_model_run(folder: Path, content: bytes = b"model weights") -> int:
 
 def test_restore_then_predict_in_a_new_data_folder(agreed_demo, tiny_models, tmp_path, monkeypatch):
     """Issue 13: backups left out models/, and runs named their model by absolute path."""
-    from core.dataset import load_task_data
-    from core.review import load_predictor
+    from core.learning.dataset import load_task_data
+    from core.services.review import load_predictor
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])

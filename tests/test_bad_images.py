@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.imageio import ImageReadError, decode_image
+from core.imaging.imageio import ImageReadError, decode_image
 from scripts.make_bad_corpus import CASES, main, write_corpus
 from tests.dicom_factory import gray_pattern
 

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from core.archive import BundleError, ZipBundle
+from core.cases.archive import BundleError, ZipBundle
+from core.cases.importer import import_bundle
 from core.cli import main as cli_main
-from core.csv_safety import FORMULA_STARTS
-from core.export import import_metadata, labeled_csv, labeled_frame
-from core.images import load_pixels
-from core.importer import import_bundle
-from core.store import ImageStore
+from core.common.csv_safety import FORMULA_STARTS
+from core.common.store import ImageStore
+from core.imaging.images import load_pixels
+from core.services.export import import_metadata, labeled_csv, labeled_frame
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Base, Image, Patient

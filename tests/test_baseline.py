@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core.baseline import FeatureError, add_features_parser, run_baseline, task_features
-from core.dataset import DatasetSettings, load_task_data, make_split
-from core.features import ECHO_PERCENTILES, GLCM_PROPS
-from core.store import ImageStore
+from core.cli.features import add_features_parser
+from core.common.store import ImageStore
+from core.learning.baseline import FeatureError, run_baseline, task_features
+from core.learning.dataset import DatasetSettings, load_task_data, make_split
+from core.learning.features import ECHO_PERCENTILES, GLCM_PROPS
 from db.engine import Database
 from db.models import CropBox, Image, Patient
 
@@ -107,7 +108,7 @@ def test_baseline_refuses_a_fold_that_does_not_exist(demo: Demo) -> None:
 
 
 def test_an_swe_box_without_colour_is_a_clear_error(demo_env: Path) -> None:
-    from core import config
+    from core.common import config
 
     db = Database(config.database_url())
     with db.read() as session:
@@ -151,10 +152,10 @@ def test_features_command_takes_an_enriched_test_set(demo_env: Path, capsys) -> 
 
 
 def test_features_command_reports_bad_sizes_in_one_line(demo_env: Path) -> None:
-    from core.cli import CommandError
+    from core.common.errors import UserError
 
     args = _features_command(["--kind", "logistic", "--split-sizes", "30,4,6"])
-    with pytest.raises(CommandError, match="need 40 patients but only 21"):
+    with pytest.raises(UserError, match="need 40 patients but only 21"):
         args.handler(args)
     with pytest.raises(SystemExit):
         _features_command(["--split-sizes", "30,4"])

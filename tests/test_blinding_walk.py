@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from core import config
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
 from db.consensus import adjudicate, auto_agree, disagreements
 from db.engine import Database
 from db.grading import save_grade

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core import config
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
 from db.consensus import adjudicate, auto_agree, disagreements
 from db.engine import Database
 from db.models import Reader

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from core.boxes import Box
-from core.demo import DEMO_PASSWORD
+from core.common.boxes import Box
+from core.services.demo import DEMO_PASSWORD
 from db.models import CropBox, Grade, Reader
 from tests.serve import CHROMIUM, streamlit_server
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import DEMO_PASSWORD
+from core.services.demo import DEMO_PASSWORD
 from tests.serve import CHROMIUM, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
 

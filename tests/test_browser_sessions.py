@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import DEMO_PASSWORD
+from core.services.demo import DEMO_PASSWORD
 from tests.serve import CHROMIUM, streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
 
@@ -80,7 +80,7 @@ def test_a_reader_deep_linking_an_admin_page_is_told_and_lands_on_cases(demo_env
 
 
 def test_a_reader_on_an_empty_database_is_never_offered_the_demo(db, data_dir, browser):
-    from core.auth import create_first_admin, create_reader
+    from core.services.auth import create_first_admin, create_reader
 
     create_first_admin(db, "chief", "Dr Chief", REAL_PASSWORD)
     create_reader(db, "reader1", "Dr Reader", "reader", REAL_PASSWORD)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import MAX_CONCURRENT_ENV, pid_alive, submit_run
-from core.train import TrainSettings
+from core.learning.train import TrainSettings
+from core.services.jobs import MAX_CONCURRENT_ENV, pid_alive, submit_run
 from db.engine import Database
 from db.models import TrainingRun
 from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server

@@ -1,5 +1,5 @@
-from core.boxes import Box
-from core.canvas_boxes import (
+from core.common.boxes import Box
+from core.imaging.canvas_boxes import (
     BOX_FILL,
     NO_FILL,
     box_to_rect,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import progress_bar
-from core.jobs import _bar_listener
+from core.cli.train import _bar_listener
+from core.common.progress import progress_bar
 from db.engine import Database
 from db.models import TrainingRun
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from core.cohort import (
+from core.cases.cohort import (
     EXCLUSION_HARDWARE_L3,
     EXCLUSION_NO_CT,
     EXCLUSION_NO_WEIGHT,

@@ -14,7 +14,7 @@ from functools import partial
 
 from sqlalchemy import select
 
-from core.boxes import Box
+from core.common.boxes import Box
 from db.consensus import ConsensusConflict, adjudicate
 from db.engine import Database
 from db.grading import save_box, save_grade

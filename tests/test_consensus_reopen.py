@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core.boxes import Box
+from core.common.boxes import Box
 from db.consensus import adjudicate, auto_agree, consensus_of, disagreements
 from db.consensus_rules import superseded_history
 from db.grading import save_box, save_grade

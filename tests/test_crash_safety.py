@@ -20,8 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from core.maintenance import ORPHAN_GRACE, StartupReport, startup_checks, sweep_orphans
-from core.store import TMP_PREFIX, ImageStore
+from core.common.store import TMP_PREFIX, ImageStore
+from core.services.maintenance import ORPHAN_GRACE, StartupReport, startup_checks, sweep_orphans
 from db.engine import Database
 from db.models import AuditEvent, CtMeasurement, Image, Patient, TrainingRun
 from tests.bundles import make_zip, png_bytes, row

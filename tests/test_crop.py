@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.boxes import Box
-from core.crop import (
+from core.common.boxes import Box
+from core.imaging.crop import (
     GSU_SIZE,
     SWE_SIZE,
     BoxOutsideImageError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core.csv_safety import csv_text, neutralize, restore_cell
-from core.export import table_csv
+from core.common.csv_safety import csv_text, neutralize, restore_cell
+from core.services.export import table_csv
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,13 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
-from core import config
-from core.boxes import Box
-from core.crop import BoxOutsideImageError
-from core.dataset import (
+from core.common import config
+from core.common.boxes import Box
+from core.common.store import ImageStore
+from core.imaging.crop import BoxOutsideImageError
+from core.imaging.images import load_pixels
+from core.imaging.roi_detect import detect_ultrasound_area
+from core.learning.dataset import (
     TASKS,
     DatasetSettings,
     NoPatientsError,
@@ -27,9 +30,6 @@ from core.dataset import (
     subset_indices,
     tf_dataset,
 )
-from core.images import load_pixels
-from core.roi_detect import detect_ultrasound_area
-from core.store import ImageStore
 from db.cases import case_labels
 from db.engine import Database
 from db.models import ConsensusGrade, CropBox, Image, Patient, Reader, Split, SplitAssignment
@@ -513,7 +513,7 @@ def test_tf_dataset_batches_single_and_fused_inputs(demo: Demo, fusion) -> None:
 
 
 def test_tf_dataset_augments_batches_only_when_asked(demo: Demo, fusion) -> None:
-    from core.augment import build_augmenter
+    from core.learning.augment import build_augmenter
 
     td = load_task_data(demo.db, demo.store, gsu_settings(), cache_dir=demo.cache)
     augmenter = build_augmenter(seed=3)

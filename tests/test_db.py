@@ -51,7 +51,7 @@ def test_upgrade_is_idempotent(db):
 
 
 def test_database_url_and_data_dir_come_from_the_environment(data_dir, monkeypatch):
-    from core import config
+    from core.common import config
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert config.database_url().endswith(str(data_dir / "sarcopenia.db"))

@@ -22,7 +22,8 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 
-from core.deid import (
+from core.common.store import ImageStore
+from core.imaging.deid import (
     KEPT,
     REGION_ATTRIBUTES,
     UID_KEY_PATH,
@@ -31,9 +32,8 @@ from core.deid import (
     remap_uid,
     site_uid_key,
 )
-from core.imageio import ImageReadError, decode_image, deidentified_dicom_bytes
-from core.maintenance import startup_checks
-from core.store import ImageStore
+from core.imaging.imageio import ImageReadError, decode_image, deidentified_dicom_bytes
+from core.services.maintenance import startup_checks
 from db.engine import Database
 from tests.dicom_factory import (
     ORIGINAL_SOP_INSTANCE_UID,

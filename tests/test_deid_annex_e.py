@@ -3,7 +3,7 @@
 The table comes from the ``dicom-anonymizer`` package (a dev requirement), which scrapes it
 from the standard's Part 15 (release 2026c); the free-text fields the issue found leaking
 are added by hand. A file holding all of them goes through the importer's two doors, the
-JSON header and the stored file, and only the attributes documented in ``core.deid.KEPT``
+JSON header and the stored file, and only the attributes documented in ``core.imaging.deid.KEPT``
 may come out, with their Annex E action overridden as that table says.
 """
 
@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 
-from core.deid import EMPTY, HMAC_UID, KEEP, KEPT, PSEUDONYM
-from core.imageio import decode_image, deidentified_dicom_bytes
+from core.imaging.deid import EMPTY, HMAC_UID, KEEP, KEPT, PSEUDONYM
+from core.imaging.imageio import decode_image, deidentified_dicom_bytes
 from tests.dicom_factory import make_dicom
 
 PSEUDONYM_CODE = "RF-0042"

@@ -2,7 +2,7 @@
 
 The reference values are pROC's own expected results on its ``aSAH`` data set, copied from
 its test suite (github.com/xrobin/pROC, version 1.19.0.1, ``tests/testthat``). pROC prints
-them with 15 significant digits; ``core.delong`` agrees to a relative 1e-14 (``REL``).
+them with 15 significant digits; ``core.stats.delong`` agrees to a relative 1e-14 (``REL``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.delong import StatisticsInputError, delong_auc_ci, delong_test
+from core.stats.delong import StatisticsInputError, delong_auc_ci, delong_test
 
 ASAH = Path(__file__).parent / "data" / "aSAH.csv"
 REL = 1e-14

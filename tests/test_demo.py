@@ -36,7 +36,7 @@ def test_cli_demo_loads_the_study_counts(db, capsys):
 
 
 def _real_reader(db, username: str = "dr.real", role: str = "reader") -> None:
-    from core.auth import create_reader
+    from core.services.auth import create_reader
 
     create_reader(db, username, "Dr Real", role, "a real long password")
 
@@ -90,8 +90,8 @@ def test_demo_accounts_are_flagged_audited_and_salted_apart(db):
 
 
 def test_only_an_admin_loads_the_demo_and_never_with_demo_switched_off(db, store, monkeypatch):
-    from core.auth import PermissionDenied
-    from core.demo import DemoRefused, load_demo
+    from core.services.auth import PermissionDenied
+    from core.services.demo import DemoRefused, load_demo
 
     reader = Reader(id=1, username="r", display_name="R", role="reader", active=True)
     with pytest.raises(PermissionDenied):

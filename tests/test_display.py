@@ -1,7 +1,7 @@
 import numpy as np
 
-from core.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
-from core.images import decode_stored
+from core.imaging.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
+from core.imaging.images import decode_stored
 
 
 def test_neutral_view_keeps_every_pixel():

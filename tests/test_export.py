@@ -13,16 +13,20 @@ import plotly.graph_objects as go
 import pytest
 from sqlalchemy import select
 
-from core import config
-from core import export as export_module
-from core.boxes import Box
-from core.crop import crop
-from core.export import (
+from core.cli.export import add_export_parser
+from core.common import config
+from core.common.boxes import Box
+from core.imaging.crop import crop
+from core.imaging.images import load_pixels
+from core.imaging.roi_detect import to_rgb_u8
+from core.imaging.swe_decode import decode_swe, stiffness_stats
+from core.learning.features import echo_intensity
+from core.services import export as export_module
+from core.services.export import (
     DERIVED_COLUMNS,
     METADATA_COLUMNS,
     FigureExportError,
     MetadataImportError,
-    add_export_parser,
     data_dictionary,
     export_zip,
     figure_html,
@@ -32,10 +36,6 @@ from core.export import (
     labeled_frame,
     table_csv,
 )
-from core.features import echo_intensity
-from core.images import load_pixels
-from core.roi_detect import to_rgb_u8
-from core.swe_decode import decode_swe, stiffness_stats
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import AuditEvent, ConsensusGrade, CropBox, Grade, Image, Patient, Reader
@@ -233,10 +233,10 @@ def test_cli_writes_the_csv_and_its_dictionary(agreed_demo, tmp_path):
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--runs", "one,two"])
 
-    from core.cli import CommandError
+    from core.common.errors import UserError
 
     bad = parser.parse_args(["export", "--runs", "42", "--out", str(tmp_path / "x.zip")])
-    with pytest.raises(CommandError, match="no training run 42"):
+    with pytest.raises(UserError, match="no training run 42"):
         bad.handler(bad)
 
 

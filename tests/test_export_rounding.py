@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from core.export import labeled_csv, labeled_frame, round_float_noise
+from core.services.export import labeled_csv, labeled_frame, round_float_noise
 
 
 def test_noise_is_rounded_and_real_digits_kept():

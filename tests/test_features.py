@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.features import (
+from core.learning.features import (
     ECHO_PERCENTILES,
     GLCM_PROPS,
     echo_intensity,

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from core.demo import DEMO_ACCOUNTS, SIMULATED_READERS
+from core.services.demo import DEMO_ACCOUNTS, SIMULATED_READERS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from core.boxes import Box
-from core.gradcam import (
+from core.common.boxes import Box
+from core.learning.gradcam import (
     GradCAM,
     GradCAMError,
     GradCAMPlusPlus,
@@ -21,7 +21,7 @@ from core.gradcam import (
     overlay_on_full_image,
     upsample,
 )
-from core.models import (
+from core.learning.models import (
     ARCHITECTURES,
     LAST_CONV_LAYER,
     ModelSpec,
@@ -225,7 +225,7 @@ def test_overlay_on_full_image_only_inside_the_box():
 
 def test_flat_maps_are_called_out_and_localized_ones_are_not():
     """A map whose peak barely exceeds its mean renders as an even colour wash: say so."""
-    from core.gradcam import flat_map_note
+    from core.learning.gradcam import flat_map_note
 
     wash = np.full((7, 7), 0.9, dtype=np.float32)
     wash[3, 3] = 1.0

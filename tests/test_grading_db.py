@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core.boxes import Box
+from core.common.boxes import Box
 from db.consensus import (
     ConsensusConflict,
     adjudicate,

@@ -26,10 +26,10 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from core.archive import ZipBundle
-from core.auth import create_reader
-from core.demo import DEMO_PASSWORD
-from core.importer import import_bundle
+from core.cases.archive import ZipBundle
+from core.cases.importer import import_bundle
+from core.services.auth import create_reader
+from core.services.demo import DEMO_PASSWORD
 from db.engine import Database
 from db.models import CtMeasurement, Image, Patient
 from pages.components import plain
@@ -144,7 +144,7 @@ def _reviewed_lines(path: Path, tree: ast.AST) -> set[int]:
 
 
 def test_box_legend_escapes_reader_names():
-    from core.display import box_legend_html
+    from core.imaging.display import box_legend_html
 
     legend = box_legend_html(['<img src="http://x/t.png">', "Dr <b>A</b>"])
     assert "<img" not in legend and "<b>" not in legend

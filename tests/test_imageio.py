@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from core.imageio import (
+from core.imaging.imageio import (
     MAX_PIXELS,
     MIN_SIDE,
     ImageReadError,

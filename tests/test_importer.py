@@ -18,13 +18,14 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8B
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from core import imageio, importer
-from core.archive import ZipBundle, open_bundle
+from core.cases import importer
+from core.cases.archive import ZipBundle, open_bundle
+from core.cases.importer import import_bundle
+from core.cases.manifest import FieldError, check_date
 from core.cli import main as cli_main
-from core.importer import import_bundle
-from core.maintenance import ORPHAN_GRACE, sweep_orphans
-from core.manifest import FieldError, check_date
-from core.store import STAGING_DIR
+from core.common.store import STAGING_DIR
+from core.imaging import imageio
+from core.services.maintenance import ORPHAN_GRACE, sweep_orphans
 from db.migrate import alembic_config
 from db.models import AuditEvent, CtMeasurement, Image, Patient
 from tests.bundles import jpeg_bytes, make_zip, manifest_text, png_bytes, row

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from core import config, jobs
-from core.jobs import (
+from core.cli.train import add_train_parser, settings_from_args, study_grid
+from core.common import config
+from core.learning.train import TrainSettings, process_tag
+from core.services import jobs
+from core.services.jobs import (
     MAX_CONCURRENT_ENV,
     RunActiveError,
-    add_train_parser,
     cancel_run,
     claim_run,
     create_run,
@@ -27,10 +29,8 @@ from core.jobs import (
     pid_alive,
     reap_dead_runs,
     start_run_process,
-    study_grid,
     submit_run,
 )
-from core.train import TrainSettings, process_tag
 from db.engine import Database
 from db.models import Patient, Prediction, TrainingRun
 
@@ -323,4 +323,4 @@ def test_cli_study_grid_and_bad_sizes():
     assert all(s.weights == "none" and s.mode == "fast" for s in grid)
     bad = _parser().parse_args(["train", "--task", "sarcopenia_gsu", "--sizes", "1,2"])
     with pytest.raises(ValueError, match="TRAIN,VAL,TEST"):
-        jobs.settings_from_args(bad, bad.task, bad.arch)
+        settings_from_args(bad, bad.task, bad.arch)

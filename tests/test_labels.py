@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from core.labels import (
+from core.common.labels import (
     EXCLUSION_HARDWARE_L3,
     EXCLUSION_NO_CT,
     ct_eligibility,

@@ -9,8 +9,8 @@ import pytest
 from sklearn.calibration import calibration_curve
 from statsmodels.stats.proportion import proportion_confint
 
-from core.delong import StatisticsInputError, delong_auc_ci
-from core.metrics import (
+from core.stats.delong import StatisticsInputError, delong_auc_ci
+from core.stats.metrics import (
     AucCI,
     Proportion,
     bootstrap_auc_ci,

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core import migrate_db
-from core.migrate_db import MigrateError, add_migrate_db_parser, copy_database
+from core.cli.migrate_db import add_migrate_db_parser
+from core.services import migrate_db
+from core.services.migrate_db import MigrateError, copy_database
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import (

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.models import (
+from core.learning.models import (
     ARCHITECTURES,
     LAST_CONV_LAYER,
     VARIANCE_FLOOR,
@@ -134,7 +134,7 @@ def test_feature_normalization_is_the_identity_until_given_statistics():
 
 
 def test_feature_statistics_standardize_and_floor_dead_channels(tmp_path: Path):
-    """Pooled features of a random VGG19 sit near 0.03 (see ``core.models``); after
+    """Pooled features of a random VGG19 sit near 0.03 (see ``core.learning.models``); after
     ``set_feature_statistics`` they are standardized, a channel dead on the training
     patients stays finite on a new image, and the statistics survive saving."""
     model = build_model(ModelSpec("vgg19", SIZE, dense_units=4))

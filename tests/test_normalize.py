@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.normalize import (
+from core.imaging.normalize import (
     DEFAULT_METHOD,
     NORMALIZATION_METHODS,
     ImageFormatError,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.phantom import (
+from core.cases.phantom import (
     FRAME_H,
     FRAME_W,
     SWE_ALPHA,

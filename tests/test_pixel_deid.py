@@ -23,17 +23,17 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from bench.pixel_deid import gray, identifying_words, marks_in, words_read_again
 from bench.real_corpus import DEFAULT_CORPUS
-from core.boxes import Box
-from core.imageio import ImageReadError, decode_image
-from core.importer import encode_png
-from core.pixel_deid import (
+from core.cases.importer import encode_png
+from core.common.boxes import Box
+from core.imaging.imageio import ImageReadError, decode_image
+from core.imaging.pixel_deid import (
     PREVIEW_COLOURS,
     clean_pixels,
     clean_upload,
     looks_identifying,
     preview,
 )
-from core.roi_detect import RegionProposal
+from core.imaging.roi_detect import RegionProposal
 
 PSEUDONYM = "RF-0042"
 

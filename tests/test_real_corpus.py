@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from bench.real_corpus import AREA_IOU, COLOR_IOU, FileResult, evaluate
-from core.boxes import Box
-from core.imageio import decode_image
-from core.roi_detect import dicom_regions, propose_regions
+from core.common.boxes import Box
+from core.imaging.imageio import decode_image
+from core.imaging.roi_detect import dicom_regions, propose_regions
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import zipfile
 import pandas as pd
 import pytest
 
-from core.report_bundle import build_report
-from core.report_checklists import CHECKLISTS, SECTIONS
-from core.report_cohort import take_snapshot
-from core.report_tables import participant_flow
-from core.store import ImageStore
+from core.common.store import ImageStore
+from core.report.bundle import build_report
+from core.report.checklists import CHECKLISTS, SECTIONS
+from core.report.snapshot import take_snapshot
+from core.report.tables import participant_flow
 from db.engine import Database
 from tests.tiny_runs import add_tiny_run
 

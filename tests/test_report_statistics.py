@@ -16,10 +16,10 @@ from scipy.optimize import brentq
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from core import standardized_difference as smd
-from core.calibration import calibration, logit
-from core.decision_curve import net_benefit
-from core.delong import StatisticsInputError
+from core.stats import standardized_difference as smd
+from core.stats.calibration import calibration, logit
+from core.stats.decision_curve import net_benefit
+from core.stats.delong import StatisticsInputError
 
 
 def _simulated(n: int, spread: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:

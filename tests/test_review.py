@@ -1,8 +1,8 @@
 """Per-patient review, predictions on demand and cohort jobs, and the model as second reader.
 
-The "tiny trained runs" here stand in for ``core.train`` output: an untrained VGG19 at 32×32
+The "tiny trained runs" here stand in for ``learning.train`` output: an untrained VGG19 at 32×32
 (``weights="none"``) saved as ``.keras`` in the models folder, a stored split, and
-``TrainingRun`` + ``Prediction`` rows, the shapes ``core.train.run_training`` writes. The
+``TrainingRun`` + ``Prediction`` rows, the shapes ``core.learning.train.run_training`` writes. The
 other evaluation tests (table1, export, pages) import ``tiny_models`` and ``add_tiny_run``.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core import config
-from core.boxes import Box
+from core.common import config
+from core.common.boxes import Box
 from db.engine import Database
 from db.grading import save_box, save_grade
 from db.models import (
@@ -73,7 +73,7 @@ def _reader(db: Database, username: str) -> Reader:
 
 
 def test_models_load_only_from_the_models_folder(agreed_demo, tmp_path, tiny_models):
-    from core.review import ModelPathError, checked_model_path, load_keras_model
+    from core.services.review import ModelPathError, checked_model_path, load_keras_model
 
     outside = tmp_path / "elsewhere.keras"
     shutil.copy(tiny_models["gsu"].path, outside)
@@ -96,8 +96,8 @@ def test_models_load_only_from_the_models_folder(agreed_demo, tmp_path, tiny_mod
 def test_predictor_matches_the_raw_forward_pass_and_stored_predictions(agreed_demo, tiny_models):
     import keras
 
-    from core.dataset import load_task_data
-    from core.review import load_predictor
+    from core.learning.dataset import load_task_data
+    from core.services.review import load_predictor
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
@@ -126,7 +126,7 @@ def test_predictor_matches_the_raw_forward_pass_and_stored_predictions(agreed_de
 
 
 def test_a_run_that_is_not_done_cannot_be_loaded(agreed_demo, tiny_models):
-    from core.review import ReviewError, load_predictor
+    from core.services.review import ReviewError, load_predictor
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
@@ -144,7 +144,7 @@ def test_a_run_that_is_not_done_cannot_be_loaded(agreed_demo, tiny_models):
 
 
 def test_review_of_a_test_patient_shows_everything(agreed_demo, tiny_models):
-    from core.review import patient_review
+    from core.services.review import patient_review
 
     db, store = agreed_demo
     gsu_run = add_tiny_run(db, store, tiny_models["gsu"])
@@ -177,7 +177,7 @@ def test_review_of_a_test_patient_shows_everything(agreed_demo, tiny_models):
 
 
 def test_a_new_patient_is_predicted_on_demand_and_cached_by_box(agreed_demo, tiny_models):
-    from core.review import NOT_IN_RUN, load_predictor, patient_review, prediction_root
+    from core.services.review import NOT_IN_RUN, load_predictor, patient_review, prediction_root
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
@@ -214,7 +214,7 @@ def test_a_new_patient_is_predicted_on_demand_and_cached_by_box(agreed_demo, tin
 
 
 def test_a_box_outside_its_image_gives_a_message_not_a_crash(agreed_demo, tiny_models):
-    from core.review import load_predictor, patient_review, predict_cohort
+    from core.services.review import load_predictor, patient_review, predict_cohort
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
@@ -247,7 +247,7 @@ def test_a_box_outside_its_image_gives_a_message_not_a_crash(agreed_demo, tiny_m
 
 
 def test_a_reader_who_has_not_graded_is_blinded(agreed_demo, tiny_models):
-    from core.review import patient_review
+    from core.services.review import patient_review
 
     db, store = agreed_demo
     echo_run = add_tiny_run(db, store, tiny_models["gsu"], task="echogenicity_gsu")
@@ -272,7 +272,7 @@ def test_a_reader_who_has_not_graded_is_blinded(agreed_demo, tiny_models):
 
 
 def test_review_table_marks_subsets_errors_and_disagreement(agreed_demo, tiny_models):
-    from core.review import filter_review, review_table
+    from core.services.review import filter_review, review_table
 
     db, store = agreed_demo
     split = split_of(db, store, "sarcopenia_gsu")
@@ -310,12 +310,8 @@ def _label(db: Database, code: str) -> bool:
 
 
 def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(agreed_demo, tiny_models):
-    from core.review import (
-        add_predict_parser,
-        cohort_predictions,
-        predict_job_status,
-        review_table,
-    )
+    from core.cli.predict import add_predict_parser
+    from core.services.review import cohort_predictions, predict_job_status, review_table
 
     db, store = agreed_demo
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
@@ -354,7 +350,7 @@ def test_cohort_job_predicts_everyone_and_goes_stale_when_a_box_moves(agreed_dem
 
 
 def test_a_job_whose_process_died_is_reported_failed(agreed_demo):
-    from core.review import ReviewError, predict_job_status, start_predict_job
+    from core.services.review import ReviewError, predict_job_status, start_predict_job
 
     started = start_predict_job(7, argv=[sys.executable, "-c", "import time; time.sleep(1)"])
     assert started.active
@@ -380,7 +376,7 @@ def test_a_job_whose_process_died_is_reported_failed(agreed_demo):
 
 
 def test_second_reader_advice_waits_for_two_readers(agreed_demo, tiny_models):
-    from core.review import SecondReaderUnavailable, second_reader_opinion
+    from core.services.review import SecondReaderUnavailable, second_reader_opinion
 
     db, store = agreed_demo
     with db.read() as session:

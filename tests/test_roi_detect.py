@@ -1,4 +1,4 @@
-"""Automatic image-area, color-box and scale-bar detection (core.roi_detect).
+"""Automatic image-area, color-box and scale-bar detection (core.imaging.roi_detect).
 
 Besides the phantom, the tests build their own screenshots here (``build_screenshot``) with
 layouts the phantom never uses: other image-area positions and sizes, text on every side,
@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.boxes import Box
-from core.phantom import render_case
-from core.roi_detect import (
+from core.cases.phantom import render_case
+from core.common.boxes import Box
+from core.imaging.roi_detect import (
     NoImageContentError,
     detect_boxes,
     detect_color_box,

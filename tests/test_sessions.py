@@ -8,7 +8,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from core import auth, sessions
+from core.services import auth, sessions
 from db.models import UserSession
 from tests.test_auth import add_demo_account
 
@@ -95,7 +95,7 @@ def test_demo_sessions_end_when_the_server_runs_for_real_use(db, monkeypatch):
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon"])
 def test_bad_idle_setting_is_refused_with_its_name(monkeypatch, value):
-    from core import config
+    from core.common import config
 
     monkeypatch.setenv("SARCOPENIA_IDLE_MINUTES", value)
     with pytest.raises(ValueError, match="SARCOPENIA_IDLE_MINUTES must be a positive number"):

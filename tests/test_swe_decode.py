@@ -1,4 +1,4 @@
-"""SWE decoding: overlay/underlay separation, scale reading, stiffness (core.swe_decode).
+"""SWE decoding: overlay/underlay separation, scale reading, stiffness (core.imaging.swe_decode).
 
 The phantom carries the painted kPa, so the decoder is scored against it; the screenshots
 built in tests/test_roi_detect.py use OpenCV's jet, other alphas and other label layouts.
@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.boxes import Box
-from core.phantom import render_case
-from core.swe_decode import (
+from core.cases.phantom import render_case
+from core.common.boxes import Box
+from core.imaging.swe_decode import (
     KPA_UNITS,
     RELATIVE_UNITS,
     decode_swe,

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core.delong import StatisticsInputError, delong_test
-from core.metrics import diagnostic_metrics, format_auc_ci, format_pct_ci, youden_threshold
-from core.table1 import (
+from core.report.table1 import (
     PAPER_TABLE1,
     ROWS,
     RunNotReadyError,
@@ -28,6 +26,8 @@ from core.table1 import (
     table1,
     table1_from_scores,
 )
+from core.stats.delong import StatisticsInputError, delong_test
+from core.stats.metrics import diagnostic_metrics, format_auc_ci, format_pct_ci, youden_threshold
 from db.cases import case_labels
 from db.models import CtMeasurement, Patient, TrainingRun
 from tests.tiny_runs import add_tiny_run, split_of

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core import config
-from core.cohort import SyntheticPatient, synthetic_cohort
-from core.datafiles import data_path, file_sha256
-from core.dataset import load_split, load_task_data
-from core.demo import load_demo
-from core.jobs import cancel_run, claim_run, create_run
-from core.models import VARIANCE_FLOOR
-from core.store import ImageStore
-from core.train import TrainSettings, run_training, subset_metrics
+from core.cases.cohort import SyntheticPatient, synthetic_cohort
+from core.common import config
+from core.common.store import ImageStore
+from core.learning.dataset import load_split, load_task_data
+from core.learning.models import VARIANCE_FLOOR
+from core.learning.train import TrainSettings, run_training, subset_metrics
+from core.services.demo import load_demo
+from core.services.jobs import cancel_run, claim_run, create_run
+from db.datafiles import data_path, file_sha256
 from db.engine import Database
 from db.models import Prediction, Split, TrainingRun
 
@@ -228,7 +228,7 @@ def test_settings_are_checked_and_round_trip():
 
 
 def test_missing_imagenet_weights_fail_early_with_instructions(tmp_path, monkeypatch):
-    from core.weights import WeightsUnavailableError
+    from core.learning.weights import WeightsUnavailableError
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="weights fetch"):
@@ -267,7 +267,7 @@ def test_fast_mode_learns_a_plain_signal_well_above_chance(db, store, monkeypatc
     random-weight VGG19 head suffice (the study's rate needs more epochs than a test can
     afford). With the head left untrained this run scores 0.68 on the same split.
     """
-    monkeypatch.setattr("core.demo.synthetic_cohort", _plain_echogenicity_cohort)
+    monkeypatch.setattr("core.services.demo.synthetic_cohort", _plain_echogenicity_cohort)
     load_demo(db, store, n=32)
     run = _train(
         db,

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from core.models import ModelSpec, ModelSpecError, build_model
-from core.weights import (
+from core.learning.models import ModelSpec, ModelSpecError, build_model
+from core.learning.weights import (
     FETCH_COMMAND,
     WEIGHT_FILES,
     WEIGHT_MD5,

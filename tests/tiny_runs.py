@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core import config
-from core.datafiles import file_sha256, stored_path
-from core.dataset import TASKS, ArrayCache, collect_cases, make_split
-from core.store import ImageStore
+from core.common import config
+from core.common.store import ImageStore
+from core.learning.dataset import TASKS, ArrayCache, collect_cases, make_split
 from db.consensus import auto_agree
+from db.datafiles import file_sha256, stored_path
 from db.engine import Database
 from db.models import (
     Patient,
@@ -54,7 +54,7 @@ class _Labels:
 
 
 def _train_settings(task: str, seed: int, sizes: tuple[int, int, int]):
-    from core.train import TrainSettings
+    from core.learning.train import TrainSettings
 
     return TrainSettings(
         task=task, arch=MODEL_ARCH, weights="none", input_size=TINY, seed=seed, sizes=sizes
@@ -65,9 +65,9 @@ def _build(task: str, folder: Path, out: Path, seed: int) -> TinyModel:
     """Build and save a tiny model; its probabilities come from a plain ``model(x)`` call."""
     import keras
 
-    from core.dataset import input_arrays
-    from core.models import ModelSpec, build_model
-    from core.review import case_images
+    from core.learning.dataset import input_arrays
+    from core.learning.models import ModelSpec, build_model
+    from core.services.review import case_images
 
     keras.utils.set_random_seed(seed)
     spec = TASKS[task]
@@ -151,7 +151,7 @@ def add_tiny_run(
     seed: int = 42,
     probabilities: Mapping[str, float] | None = None,
 ) -> int:
-    """A finished run as ``core.train`` leaves it: split, model file, val/test predictions.
+    """A finished run as ``core.learning.train`` leaves it: split, model file, val/test predictions.
 
     ``probabilities`` (by patient code) replaces the model's own outputs in the stored
     predictions, to test metrics and filters on known numbers.

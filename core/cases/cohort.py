@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from core.labels import (
+from core.common.labels import (
     CT_WINDOW_DAYS,
     EXCLUSION_HARDWARE_L3,
     EXCLUSION_NO_CT,

@@ -5,7 +5,7 @@ the others are reported. Either way, a refused row leaves nothing behind.
 
 Memory stays flat whatever the size of the bundle: files are read, decoded and checked one
 at a time, and each checked file (a PNG re-encoded from its pixels, or the de-identified
-DICOM) goes straight to the import's staging folder (``core.store.Staging``); only a few
+DICOM) goes straight to the import's staging folder (``core.common.store.Staging``); only a few
 facts about it stay in memory. Once every check has passed, the staged files are renamed
 into place and every row is written in one transaction; on failure the files moved so far
 and the staging folder are removed. DICOM files are de-identified before they touch the
@@ -26,10 +26,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from core import imageio, pixel_deid
-from core.archive import Bundle, BundleError, ZipBundle
-from core.manifest import CaseRecord, Problem, parse_manifest
-from core.store import ImageStore, Staging, sha256_hex
+from core.cases.archive import Bundle, BundleError, ZipBundle
+from core.cases.manifest import CaseRecord, Problem, parse_manifest
+from core.common.store import ImageStore, Staging, sha256_hex
+from core.imaging import imageio, pixel_deid
 from db import audit
 from db.engine import Database
 from db.models import CtMeasurement, Image, Patient, Reader

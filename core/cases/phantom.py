@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.boxes import Box
+from core.common.boxes import Box
 
 FRAME_W, FRAME_H = 640, 480
 US_BOX = Box(150, 56, 400, 360)

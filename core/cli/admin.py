@@ -1,24 +1,27 @@
 """``python -m core admin ...``: reader accounts from the command line."""
 
 from __future__ import annotations
+
 import argparse
-import dataclasses
-import datetime as dt
-import functools
 import getpass
-import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-from core.common import config
-from db import auth as accounts
-from db.auth import AccountError, AdminExistsError, ReaderSummary
+from collections.abc import Callable
+
+from core.common.errors import UserError
+from core.services.auth import (
+    account_notes,
+    check_password_policy,
+    create_reader,
+    list_readers_for_admin,
+    set_active,
+    set_password,
+    unlock,
+)
+from core.services.database import open_database
+from db.auth import AccountError
 from db.engine import Database
-from db.models import ROLES, Reader, utcnow
+from db.models import ROLES
+
 
 def _read_password(args: argparse.Namespace, username: str) -> str:
     if args.password_stdin:
@@ -34,13 +37,12 @@ def _read_password(args: argparse.Namespace, username: str) -> str:
 
 
 def _run(work: Callable[[Database], str]) -> int:
-    from core.cli import CommandError, open_database
 
     db = open_database()
     try:
         print(work(db))
     except AccountError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     finally:
         db.dispose()
     return 0
@@ -144,5 +146,3 @@ def add_admin_parser(sub: argparse._SubParsersAction) -> None:
         toggle = actions.add_parser(name, help=f"{name} an account")
         toggle.add_argument("--username", required=True)
         toggle.set_defaults(handler=cmd_admin_set_active, active=active)
-
-

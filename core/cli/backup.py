@@ -1,34 +1,26 @@
 """``python -m core backup|restore``: online backups and restores from the command line."""
 
 from __future__ import annotations
+
 import argparse
-import datetime as dt
-import json
-import os
-import shutil
-import sqlite3
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
-from sqlalchemy import URL, create_engine, make_url, text
-from core.common.store import TMP_PREFIX
-from core.imaging.deid import UID_KEY_PATH
-from db.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
+
+from core.common.errors import UserError
+from core.common.progress import progress_bar
+from core.services.backup import MANIFEST_FILE, BackupError, backup, read_manifest, restore
 from db.datafiles import file_sha256 as file_sha256
-from db.migrate import upgrade
+from db.engine import redact
+
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, progress_bar
     from core.common import config
 
     url = config.database_url()
     try:
         dest = backup(url, Path(args.dest), progress=progress_bar("Copying images"))
     except BackupError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     manifest = read_manifest(dest)
     images = manifest["images"]
     rows = sum(n for t, n in manifest["counts"].items() if t != "alembic_version")
@@ -51,14 +43,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from core.cli import CommandError
     from core.common import config
 
     url = config.database_url()
     try:
         counts = restore(Path(args.src), url, config.data_dir(), force=args.force)
     except BackupError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     rows = sum(n for t, n in counts.items() if t != "alembic_version")
     print(
         f"Restored {rows} rows into {redact(url)}, and images and models into "
@@ -89,5 +80,3 @@ def add_backup_parser(sub: argparse._SubParsersAction) -> None:
     rest.add_argument("src", help="backup folder")
     rest.add_argument("--force", action="store_true", help="overwrite a database holding data")
     rest.set_defaults(handler=cmd_restore)
-
-

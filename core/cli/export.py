@@ -1,50 +1,20 @@
 """``python -m core export``: the labeled CSV and data dictionary from the command line."""
 
 from __future__ import annotations
+
 import argparse
 import datetime as dt
-import io
-import json
-import math
-import os
-import tempfile
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-from core.cases import manifest
-from core.common import config, labels
-from core.common.boxes import Box
-from core.common.csv_safety import csv_text, restore_cell
-from core.common.store import ImageStore
-from core.imaging.crop import crop
-from core.imaging.images import load_pixels
-from core.imaging.swe_decode import stiffness_stats
-from core.learning.dataset import ArrayCache, CaseImage, decoded_swe_crop
-from core.learning.features import ECHO_PERCENTILES, echo_intensity
-from db import audit
-from db.cases import case_labels
-from db.engine import Database
-from db.models import (
-    ConsensusGrade,
-    CropBox,
-    CtMeasurement,
-    Grade,
-    Image,
-    Patient,
-    Reader,
-    TrainingRun,
-)
 
-def _run_ids(text: str) -> list[int]:
+from core.common import config
+from core.common.errors import UserError
+from core.common.progress import progress_bar
+from core.common.store import ImageStore
+from core.services.database import open_database
+from core.services.export import write_export
+
+
+def run_ids_argument(text: str) -> list[int]:
     try:
         ids = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -55,7 +25,6 @@ def _run_ids(text: str) -> list[int]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database, progress_bar
 
     out = (
         Path(args.out)
@@ -72,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             progress=progress_bar("Measuring images"),
         )
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     for path in written:
         print(f"Wrote {path}")
     return 0
@@ -89,7 +58,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
         ".csv name writes the CSV with <name>-dictionary.csv beside it.",
     )
     parser.add_argument(
-        "--runs", type=_run_ids, default=None, metavar="IDS", help="run ids, e.g. 1,2"
+        "--runs", type=run_ids_argument, default=None, metavar="IDS", help="run ids, e.g. 1,2"
     )
     parser.add_argument("--out", default=None, help="output .zip or .csv (default: exports folder)")
     parser.add_argument(
@@ -98,5 +67,3 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
         help="leave out echo intensity and stiffness statistics (no image is read)",
     )
     parser.set_defaults(handler=cmd_export)
-
-

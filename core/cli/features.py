@@ -1,28 +1,21 @@
 """``python -m core features``: the radiomics-style baseline from the command line."""
 
 from __future__ import annotations
+
 import argparse
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+
 import numpy as np
+
+from core.common.errors import UserError
+from core.common.progress import progress_bar
 from core.common.store import ImageStore
-from core.imaging.crop import crop
-from core.imaging.images import load_pixels
-from core.imaging.swe_decode import stiffness_stats
+from core.learning.baseline import KINDS, fit_fold, task_features
 from core.learning.dataset import (
     TASKS,
-    ArrayCache,
-    Case,
     DatasetSettings,
-    collect_cases,
-    decoded_swe_crop,
-    make_split,
 )
-from core.learning.features import BaselineResult, feature_vector, fit_baseline
-from db.engine import Database
+from core.services.database import open_database
+
 
 def _split_sizes(text: str) -> tuple[int, int, int]:
     try:
@@ -38,7 +31,6 @@ def _split_sizes(text: str) -> tuple[int, int, int]:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """Print the baseline's test AUC (DeLong 95% CI) per classifier, and per fold if k-fold."""
-    from core.cli import CommandError, open_database, progress_bar
     from core.common import config
     from core.stats.delong import delong_auc_ci
     from core.stats.metrics import format_auc_ci
@@ -63,7 +55,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         for kind in kinds:
             aucs = []
             for fold in range(n_folds):
-                result = _fit_fold(X, y, names, ids, settings, kind, fold)
+                result = fit_fold(X, y, names, ids, settings, kind, fold)
                 aucs.append(result.auc_test)
                 where = f" fold {fold + 1}/{n_folds}" if n_folds > 1 else ""
                 ci = format_auc_ci(delong_auc_ci(result.y_test, result.p_test))
@@ -76,7 +68,7 @@ def cmd_features(args: argparse.Namespace) -> int:
                     f"{result.model_name}: mean test AUC {np.mean(aucs):.2f} over {n_folds} folds"
                 )
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     return 0
 
 
@@ -109,5 +101,3 @@ def add_features_parser(sub: argparse._SubParsersAction) -> None:
         help="positive patients in the test set (the study's: 9 of 20); default: stratified",
     )
     parser.set_defaults(handler=cmd_features)
-
-

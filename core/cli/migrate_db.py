@@ -1,44 +1,28 @@
 """``python -m core migrate-db``: copy the whole database to another server."""
 
 from __future__ import annotations
+
 import argparse
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from sqlalchemy import (
-    JSON,
-    Connection,
-    Engine,
-    Insert,
-    Select,
-    Table,
-    Text,
-    bindparam,
-    cast,
-    func,
-    make_url,
-    select,
-    text,
-)
-from db.datafiles import check_files, referenced_files
-from db.engine import create_db_engine
-from db.migrate import upgrade
-from db.models import Base
+
+from core.common.errors import UserError
+from core.common.progress import progress_bar
+from core.services.migrate_db import MigrateError, copy_database, file_problems
+from db.engine import redact
+
 
 def cmd_migrate_db(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, progress_bar
     from core.common import config
 
     src = config.database_url()
     try:
         counts = copy_database(src, args.to, progress=progress_bar("Copying rows"))
     except MigrateError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     for table, n in counts.items():
         print(f"{table:20s} {n:8d}")
     print(
-        f"Copied {sum(counts.values())} rows from {_redact(src)} to {_redact(args.to)}. "
+        f"Copied {sum(counts.values())} rows from {redact(src)} to {redact(args.to)}. "
         "Set DATABASE_URL to the new URL and restart the app."
     )
     data = config.data_dir()
@@ -68,5 +52,3 @@ def add_migrate_db_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--to", required=True, metavar="URL", help="target SQLAlchemy URL")
     parser.set_defaults(handler=cmd_migrate_db)
-
-

@@ -1,61 +1,18 @@
 """``python -m core predict``: a cohort prediction run from the command line."""
 
 from __future__ import annotations
+
 import argparse
-import datetime as dt
-import json
-import math
-import os
-import subprocess
-import sys
-import tempfile
-import threading
-import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
-import cv2
-import numpy as np
-import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+
 from core.common import config
-from core.common.boxes import Box
-from core.common.labels import dichotomize_grade
+from core.common.errors import UserError
+from core.common.progress import progress_bar
 from core.common.store import ImageStore
-from core.imaging.crop import ChosenBox, choose_box
-from core.imaging.images import load_pixels, to_display_rgb
-from core.imaging.swe_decode import stiffness_stats
-from core.learning.dataset import (
-    TASKS,
-    ArrayCache,
-    CaseImage,
-    DatasetSettings,
-    auto_box,
-    decoded_swe_crop,
-    input_arrays,
-)
-from core.report.table1 import run_label
-from db.cases import case_labels
-from db.datafiles import data_path
-from db.engine import Database
-from db.models import (
-    ConsensusGrade,
-    CropBox,
-    Grade,
-    Image,
-    Patient,
-    Prediction,
-    Reader,
-    Split,
-    SplitAssignment,
-    TrainingRun,
-)
+from core.services.database import open_database
+from core.services.review import ModelPathError, ReviewError, run_predict_job
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database, progress_bar
 
     try:
         n = run_predict_job(
@@ -65,7 +22,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             progress=progress_bar(f"Predicting with run {args.run_id}"),
         )
     except (ReviewError, ModelPathError) as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     print(f"Run {args.run_id}: predicted {n} patients (cached for the Review page and export).")
     return 0
 
@@ -80,5 +37,3 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run-id", type=int, required=True, help="the training run's id")
     parser.set_defaults(handler=cmd_predict)
-
-

@@ -6,12 +6,13 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from core.cli.export import run_ids_argument
 from core.common import config
-from core.services.export import _run_ids
+from core.common.errors import UserError
+from core.services.database import open_database
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database
     from core.report.bundle import write_report
 
     out = (
@@ -20,13 +21,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         else config.exports_dir() / f"report-{dt.datetime.now():%Y%m%d-%H%M%S}.zip"
     )
     if out.suffix.lower() != ".zip":
-        raise CommandError(
+        raise UserError(
             f"The report is a zip bundle; give an --out name ending in .zip, not {out.name!r}."
         )
     try:
         written = write_report(open_database(), args.runs, out)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     print(f"Wrote {written}")
     return 0
 
@@ -41,6 +42,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "table as CSV, every figure as PNG and SVG, and run_records.json. The same runs on the "
         "same database give byte-identical tables.",
     )
-    parser.add_argument("--runs", type=_run_ids, required=True, metavar="IDS", help="e.g. 1,2,3")
+    parser.add_argument(
+        "--runs", type=run_ids_argument, required=True, metavar="IDS", help="e.g. 1,2,3"
+    )
     parser.add_argument("--out", default=None, help="output .zip (default: exports folder)")
     parser.set_defaults(handler=cmd_report)

@@ -1,32 +1,42 @@
 """``python -m core train ...``: train now, queue in the background, or drain the queue."""
 
 from __future__ import annotations
+
 import argparse
 import contextlib
-import datetime as dt
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Final
-from sqlalchemy import delete, func, select
+from typing import Any
+
 from core.common import config
+from core.common.errors import UserError
+from core.common.progress import terminal_bar
 from core.learning.dataset import TASKS
 from core.learning.train import (
     ARCHITECTURES,
     MODES,
     TrainSettings,
-    proc_stat,
-    process_tag,
     run_training,
 )
-from db.datafiles import data_path
+from core.services.database import open_database
+from core.services.jobs import (
+    MAX_CONCURRENT_ENV,
+    STUDY_TASKS,
+    WAIT_POLL_S,
+    claim_next,
+    claim_run,
+    create_run,
+    dispatch_queue,
+    log_path,
+    max_concurrent_runs,
+    reap_dead_runs,
+    submit_run,
+)
 from db.engine import Database
-from db.models import Prediction, TrainingRun, utcnow
+from db.models import TrainingRun
+
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``python -m core train ...``: train now, queue in the background, or drain the queue."""
@@ -121,7 +131,6 @@ def study_grid(args: argparse.Namespace) -> list[TrainSettings]:
 def _bar_listener(description: str) -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
     """A bar over the current phase (``db.runs.describe_progress``) fed by the run; silent
     when stderr is not a terminal, so a redirected log gets no bar lines."""
-    from core.cli import terminal_bar
     from db.runs import describe_progress
 
     bar = terminal_bar(total=1.0, desc=description, bar_format="{l_bar}{bar}| {postfix}")
@@ -205,38 +214,35 @@ def planned_settings(args: argparse.Namespace) -> list[TrainSettings]:
     run fails at once with the reason and leaves no run behind.
 
     Raises:
-        CommandError: a missing or invalid argument, or weights not on this machine.
+        UserError: a missing or invalid argument, or weights not on this machine.
     """
-    from core.cli import CommandError
     from core.learning.weights import WeightsUnavailableError
 
     if not args.all and not args.task:
-        raise CommandError("Give --task (or --all for the study grid).")
+        raise UserError("Give --task (or --all for the study grid).")
     try:
         grid = study_grid(args) if args.all else [settings_from_args(args, args.task, args.arch)]
         for settings in grid:
             settings.check_weights()
         max_concurrent_runs()
     except (ValueError, FileNotFoundError, WeightsUnavailableError) as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     return grid
 
 
 def _require_patients(db: Database) -> None:
     """An empty database would only give a failed run: refuse before creating it."""
-    from core.cli import CommandError
     from db.cases import count_patients
 
     with db.read() as session:
         if not count_patients(session):
-            raise CommandError(
+            raise UserError(
                 "The database holds no patients; load the demo cohort "
                 "(`python -m core demo`) or import cases first."
             )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.cli import open_database
     from core.common.store import ImageStore
 
     fresh = args.run_id is None and not args.worker
@@ -281,5 +287,3 @@ def cmd_train(args: argparse.Namespace) -> int:
         statuses = [session.get(TrainingRun, r).status for r in run_ids]
     dispatch_queue(db)
     return 0 if all(s == "done" for s in statuses) else 1
-
-

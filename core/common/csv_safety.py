@@ -9,7 +9,7 @@ Numbers are never touched: numeric columns are written by pandas as they are, an
 cell that is a plain number (``-1.5``, ``+3``, ``-2e-3``) stays a number. The change is
 reversible: a cell gets one quote when, after its own leading quotes, it begins with one
 of those characters, and :func:`restore_cell` removes exactly that quote, so the app's own
-export reads back exactly (``core.export.import_metadata``).
+export reads back exactly (``core.services.export.import_metadata``).
 """
 
 from __future__ import annotations

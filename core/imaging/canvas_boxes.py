@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.boxes import Box, clamp_box
+from core.common.boxes import Box, clamp_box
 
 _ORIGIN_OFFSET = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
 RECT_TYPES = ("rect", "labeledrect")

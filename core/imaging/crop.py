@@ -15,7 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from core.boxes import Box
+from core.common.boxes import Box
 
 BoxSource = Literal["consensus", "reader", "auto"]
 Aspect = Literal["stretch", "pad"]

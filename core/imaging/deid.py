@@ -20,7 +20,7 @@ Instance UIDs are replaced by an HMAC-SHA256 of the original under a site secret
 hospital that holds the original UIDs cannot relink them by hashing. docs/imaging-pipeline.md
 lists every kept attribute, why it is kept and which Table E.1-1 action it overrides.
 
-Text burned into the pixels is handled by :mod:`core.pixel_deid`, which then calls
+Text burned into the pixels is handled by :mod:`core.imaging.pixel_deid`, which then calls
 :func:`mark_pixels_cleaned`.
 """
 
@@ -221,7 +221,7 @@ def site_uid_key(data_dir: Path | None = None) -> bytes:
     backups: a restored site must map the same original UID to the same replacement.
     """
     if data_dir is None:
-        from core import config
+        from core.common import config
 
         data_dir = config.data_dir()
     path = Path(data_dir) / UID_KEY_PATH
@@ -328,7 +328,7 @@ def header_to_json(ds: Dataset) -> dict[str, Any]:
     if ds.get("PatientIdentityRemoved") != "YES":
         raise ValueError(
             "header_to_json got a header that is not de-identified; "
-            "run core.deid.deidentify() on it first"
+            "run core.imaging.deid.deidentify() on it first"
         )
     out: dict[str, Any] = {}
     meta = getattr(ds, "file_meta", None)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.boxes import Box
-from core.images import window_level
+from core.common.boxes import Box
+from core.imaging.images import window_level
 
 
 def reading_view(

@@ -13,7 +13,7 @@ Array conventions, the same for every format:
 * Transparent pixels are composited onto black, the background of an ultrasound screen.
 * Arrays are read-only: images are written once and never edited in place.
 
-DICOM headers are de-identified (:mod:`core.deid`) before they leave this module, and
+DICOM headers are de-identified (:mod:`core.imaging.deid`) before they leave this module, and
 :func:`deidentified_dicom_bytes` gives the de-identified file to store in place of the
 original bytes.
 """
@@ -37,7 +37,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_nr_frames
 from pydicom.uid import UID, UID_dictionary
 
-from core.deid import deidentify_in_place, header_to_json
+from core.imaging.deid import deidentify_in_place, header_to_json
 
 MAX_PIXELS = 40_000_000
 """Refuse images above this many pixels per frame: a decompression-bomb guard. A full-HD

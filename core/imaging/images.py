@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core import imageio
-from core.store import ImageStore
+from core.common.store import ImageStore
+from core.imaging import imageio
 
 
 def decode_stored(data: bytes, relpath: str) -> np.ndarray:

@@ -10,7 +10,7 @@ intensity range but do not say how, so the method is a setting:
   bone, which is exactly what echogenicity grading (Heckmatt) judges. It needs no
   reference image. Caveat: on a crop of muscle alone it also removes absolute echo
   intensity, so crop the whole ultrasound area (as the study did for GSU) before using it,
-  and measure echo intensity (``core.features``) on the unnormalized image.
+  and measure echo intensity (``core.learning.features``) on the unnormalized image.
 - ``clahe``: contrast-limited adaptive histogram equalization (OpenCV). It equalizes
   locally, which can flatten the diffuse brightness rise that marks grades 2–3.
 - ``histogram_match``: map the image's histogram onto a reference image's

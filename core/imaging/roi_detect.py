@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.boxes import Box
+from core.common.boxes import Box
 
 OVERLAY_MIN_CHROMA = 24
 """RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even

@@ -34,8 +34,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 from skimage.color import lab2rgb, rgb2lab
 
-from core.boxes import Box
-from core.roi_detect import (
+from core.common.boxes import Box
+from core.imaging.roi_detect import (
     OVERLAY_MIN_CHROMA,
     NoImageContentError,
     chroma,

@@ -38,20 +38,20 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from core import config
-from core.boxes import Box
-from core.crop import GSU_SIZE, SWE_SIZE, Aspect, ChosenBox, choose_box, crop, resize_crop
-from core.images import load_pixels
-from core.labels import dichotomize_grade
-from core.normalize import NORMALIZATION_METHODS, normalize, normalize_rgb
-from core.roi_detect import (
+from core.common import config
+from core.common.boxes import Box
+from core.common.labels import dichotomize_grade
+from core.common.store import ImageStore
+from core.imaging.crop import GSU_SIZE, SWE_SIZE, Aspect, ChosenBox, choose_box, crop, resize_crop
+from core.imaging.images import load_pixels
+from core.imaging.normalize import NORMALIZATION_METHODS, normalize, normalize_rgb
+from core.imaging.roi_detect import (
     NoImageContentError,
     detect_color_box,
     detect_ultrasound_area,
     to_rgb_u8,
 )
-from core.store import ImageStore
-from core.swe_decode import KPA_UNITS, decode_swe
+from core.imaging.swe_decode import KPA_UNITS, decode_swe
 from db.cases import case_labels
 from db.engine import Database
 from db.models import SUBSETS, ConsensusGrade, CropBox, Patient, Reader, Split, SplitAssignment
@@ -391,7 +391,7 @@ def collect_cases(
     """The patients that enter ``settings.task`` (in id order) and, by code, why others do not.
 
     Boxes are chosen consensus > reader > automatic. When an image has no box at all, the
-    detector proposes one (``core.roi_detect``); an image where it finds nothing keeps the
+    detector proposes one (``core.imaging.roi_detect``); an image where it finds nothing keeps the
     patient out with that reason. Raises ``NoPatientsError`` when no patient qualifies.
     """
     spec = settings.spec
@@ -896,7 +896,7 @@ def tf_dataset(
 
     Inputs are one array for single-input tasks and a dict keyed ``"gsu"``/``"swe"`` for
     fusion (name the Keras ``Input`` layers the same). The rows are cached, shuffled each
-    epoch when ``shuffle``, batched, then augmented (the ``core.augment`` model needs batched
+    epoch when ``shuffle``, batched, then augmented (the ``augment`` model needs batched
     input) and prefetched. Pass ``augment`` only for the training set; for fusion give a dict
     of augmenters by input name (inputs without one pass unchanged).
     """

@@ -22,7 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.normalize import to_float01
+from core.imaging.normalize import to_float01
 
 BaselineKind = Literal["logistic", "mlp"]
 

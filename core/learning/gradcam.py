@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.boxes import Box
-from core.models import LAST_CONV_LAYER, arch_of
+from core.common.boxes import Box
+from core.learning.models import LAST_CONV_LAYER, arch_of
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
@@ -69,7 +69,7 @@ def _score_head(
 ) -> tuple[keras.KerasTensor, Callable[[tf.Tensor], tf.Tensor]]:
     """The tensor the grad model should output and the function turning it into class scores.
 
-    Models from ``core.models`` have a ``logit`` layer. For other models the pre-activation is
+    Models from ``learning.models`` have a ``logit`` layer. For other models the pre-activation is
     recovered from the final layer: the input of a sigmoid/softmax ``Activation``, or
     ``x @ kernel + bias`` of a sigmoid/softmax ``Dense``.
     """

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from core.weights import resolve_weights
+from core.learning.weights import resolve_weights
 
 Architecture = Literal["vgg19", "resnet50", "densenet121"]
 ARCHITECTURES: Final[tuple[str, ...]] = get_args(Architecture)
@@ -117,7 +117,7 @@ class ModelSpec:
     ``n_classes=1`` gives the study's single sigmoid output (binary tasks); ``n_classes >= 3``
     a softmax head, e.g. for the four echogenicity grades. Two classes are refused: use 1.
     ``weights`` is ``"imagenet"`` (Keras cache, never downloaded), ``"none"`` or the path of a
-    notop backbone weights file (see ``core.weights``).
+    notop backbone weights file (see ``core.learning.weights``).
     """
 
     arch: Architecture

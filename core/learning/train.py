@@ -50,9 +50,9 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 from sqlalchemy import delete
 
-from core import config
-from core.datafiles import file_sha256, stored_path
-from core.dataset import (
+from core.common import config
+from core.common.store import ImageStore
+from core.learning.dataset import (
     TASKS,
     DatasetSettings,
     TaskData,
@@ -62,10 +62,10 @@ from core.dataset import (
     save_split,
     subset_indices,
 )
-from core.delong import StatisticsInputError
-from core.metrics import diagnostic_metrics
-from core.store import ImageStore
-from core.weights import resolve_weights
+from core.learning.weights import resolve_weights
+from core.stats.delong import StatisticsInputError
+from core.stats.metrics import diagnostic_metrics
+from db.datafiles import file_sha256, stored_path
 from db.engine import Database
 from db.models import Prediction, TrainingRun, utcnow
 
@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["fast", "full"]
 MODES: Final[tuple[str, ...]] = get_args(Mode)
 ARCHITECTURES: Final = ("vgg19", "resnet50", "densenet121")
-"""Same as ``core.models.ARCHITECTURES``; repeated so this module imports without Keras."""
+"""Same as ``core.learning.models.ARCHITECTURES``; repeated so this module imports without Keras."""
 DEFAULT_EPOCHS: Final[dict[str, int]] = {"fast": 15, "full": 30}
 DEFAULT_VAL_TEST: Final = (17, 20)
 """Validation and test patients in the study's text (Yi et al. 2022); training gets the rest."""
@@ -416,7 +416,7 @@ def subset_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[st
 
 def build_task_model(settings: TrainSettings, task_data: TaskData) -> keras.Model:
     """The study's classifier for ``settings`` (fusion: GSU backbone + SWE branch)."""
-    from core.models import ModelSpec, build_fusion_model, build_model
+    from core.learning.models import ModelSpec, build_fusion_model, build_model
 
     spec = TASKS[settings.task]
     sizes = task_data.settings.input_sizes()
@@ -462,7 +462,7 @@ def _seed_everything(seed: int) -> None:
 def _augmenters(settings: TrainSettings, seed: int) -> dict[str, keras.Model]:
     """The study's augmentation for images; geometry only for decoded stiffness (fusion SWE),
     whose values are measurements that contrast or noise would falsify."""
-    from core.augment import AugmentConfig, build_augmenter
+    from core.learning.augment import AugmentConfig, build_augmenter
 
     spec = TASKS[settings.task]
     out = {}
@@ -575,7 +575,7 @@ def _standardize_features(
     Fast mode reads them from the feature cache; the other modes make one forward pass of
     the initial backbone over the training images (a fraction of an epoch).
     """
-    from core.models import set_feature_statistics
+    from core.learning.models import set_feature_statistics
 
     if cache is not None and cache.plain is not None:
         features = cache.plain[train]
@@ -679,7 +679,7 @@ def _train_cached(
 ) -> dict[str, np.ndarray]:
     """Fast mode: train the head on cached features; returns val/test probabilities."""
 
-    from core.models import freeze_backbone
+    from core.learning.models import freeze_backbone
 
     freeze_backbone(model)
     _extract_features(model, task_data, settings, reporter, cache)
@@ -735,8 +735,8 @@ def _train_pipeline(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Full mode (or fast mode with the last block unfrozen): train on ``tf.data``."""
-    from core.dataset import tf_dataset
-    from core.models import freeze_backbone
+    from core.learning.dataset import tf_dataset
+    from core.learning.models import freeze_backbone
 
     if settings.mode == "fast":
         freeze_backbone(model, unfreeze_last_block=True)

@@ -130,7 +130,7 @@ def imagenet_available(arch: str) -> bool:
 
 def user_weights_dir() -> Path:
     """``<data>/weights/``: where an admin puts weight files of their own to offer them."""
-    from core import config
+    from core.common import config
 
     return config.data_dir() / "weights"
 

@@ -3,7 +3,7 @@
 The bundle (issue 17) holds ``report.html`` (self-contained), ``report.pdf``, every table as
 CSV under ``tables/``, every figure as PNG and SVG under ``figures/`` and
 ``run_records.json`` with what is needed to rerun each model. Tables come from one frozen
-snapshot (``core.report_cohort``) and are written with fixed rounding, so the same runs on
+snapshot (``core.report.snapshot``) and are written with fixed rounding, so the same runs on
 the same database give byte-identical tables.
 """
 
@@ -21,13 +21,12 @@ from pathlib import Path
 import pandas as pd
 from fpdf import FPDF
 
-from core import report_figures as figures
-from core import report_tables as tables
-from core.agreement import AgreementInputError, pair_agreement
-from core.dataset import task_title
-from core.labels import CT_WINDOW_DAYS, SMI_CUTOFF_MEN, SMI_CUTOFF_WOMEN
-from core.report_checklists import SECTIONS, checklist_table
-from core.report_cohort import ReportSnapshot, take_snapshot
+from core.common.labels import CT_WINDOW_DAYS, SMI_CUTOFF_MEN, SMI_CUTOFF_WOMEN
+from core.learning.dataset import task_title
+from core.report import figures, tables
+from core.report.checklists import SECTIONS, checklist_table
+from core.report.snapshot import ReportSnapshot, take_snapshot
+from core.stats.agreement import AgreementInputError, pair_agreement
 from db.consensus import reader_pairs
 from db.engine import Database
 from db.readers import list_readers

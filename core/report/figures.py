@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 from sklearn.metrics import roc_curve
 
-from core.metrics import calibration_curve_points
-from core.report_cohort import ReportSnapshot
+from core.report.snapshot import ReportSnapshot
+from core.stats.metrics import calibration_curve_points
 
 _BOX = dict(boxstyle="round,pad=0.02", linewidth=1.0, edgecolor="#333333", facecolor="#f3f6fa")
 

@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from core.table1 import RunScores, run_label, run_scores
+from core.report.table1 import RunScores, run_label, run_scores
 from db.cases import case_labels
 from db.engine import Database
 from db.models import (

@@ -3,7 +3,7 @@
 The study reported AUC, sensitivity, specificity, PPV, NPV and accuracy per modality ×
 architecture on 20 test patients, with no confidence intervals and no test between models.
 Here every cell carries its interval (Wilson for proportions, DeLong for the AUC, see
-``core.metrics``), any two runs scored on the same patients get a paired DeLong test, and the
+``core.stats.metrics``), any two runs scored on the same patients get a paired DeLong test, and the
 radiomics baseline and the fusion model sit in the same table.
 
 Labels are always derived *now* from the database (``db.cases.case_labels`` for sarcopenia,
@@ -26,10 +26,11 @@ from sklearn.metrics import roc_curve
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from core.dataset import TASKS, DatasetSettings, load_split
-from core.delong import StatisticsInputError, delong_test
-from core.labels import dichotomize_grade
-from core.metrics import (
+from core.common.labels import dichotomize_grade
+from core.common.store import ImageStore
+from core.learning.dataset import TASKS, DatasetSettings, load_split
+from core.stats.delong import StatisticsInputError, delong_test
+from core.stats.metrics import (
     DiagnosticMetrics,
     calibration_curve_points,
     diagnostic_metrics,
@@ -37,7 +38,6 @@ from core.metrics import (
     format_pct_ci,
     youden_threshold,
 )
-from core.store import ImageStore
 from db.cases import case_labels
 from db.engine import Database
 from db.models import ConsensusGrade, Image, Patient, Prediction, Split, TrainingRun
@@ -470,14 +470,14 @@ def delong_figure(matrix: pd.DataFrame) -> go.Figure:
 def baseline_scores(
     db: Database, store: ImageStore, run_id: int, kind: Literal["logistic", "mlp"] = "logistic"
 ) -> RunScores:
-    """The radiomics baseline (``core.baseline``) on the very split of a run.
+    """The radiomics baseline (``core.learning.baseline``) on the very split of a run.
 
     Fitted on the run's train + validation patients and scored on its test patients, fold by
     fold for a k-fold run (test predictions pooled), so the baseline and the DCNN are
     compared on the same patients (paired DeLong).
     """
-    from core.baseline import task_features
-    from core.features import fit_baseline
+    from core.learning.baseline import task_features
+    from core.learning.features import fit_baseline
 
     with db.read() as session:
         run = _finished_run(session, run_id)

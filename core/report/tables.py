@@ -1,7 +1,7 @@
 """The tables of the study report, each a pure function of a :class:`ReportSnapshot`.
 
-Section numbers follow the report (``core.report_bundle``); the reporting items each
-table answers are listed in ``core.report_checklists``. Floats are rounded where they are
+Section numbers follow the report (``core.report.bundle``); the reporting items each
+table answers are listed in ``core.report.checklists``. Floats are rounded where they are
 formatted, so a rerun on the same snapshot writes byte-identical CSV files.
 """
 
@@ -13,13 +13,13 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from core import standardized_difference as smd
-from core.calibration import calibration
-from core.decision_curve import net_benefit
-from core.delong import StatisticsInputError, delong_auc_ci, delong_test
-from core.labels import EXCLUSION_NO_CT, GRADES
-from core.metrics import diagnostic_metrics, format_auc_ci, format_pct_ci
-from core.report_cohort import ReportSnapshot, RunRecord
+from core.common.labels import EXCLUSION_NO_CT, GRADES
+from core.report.snapshot import ReportSnapshot, RunRecord
+from core.stats import standardized_difference as smd
+from core.stats.calibration import calibration
+from core.stats.decision_curve import net_benefit
+from core.stats.delong import StatisticsInputError, delong_auc_ci, delong_test
+from core.stats.metrics import diagnostic_metrics, format_auc_ci, format_pct_ci
 
 SUBSETS = ("train", "val", "test")
 AGE_BANDS = ((0, 65, "< 65 y"), (65, 75, "65–74 y"), (75, 200, "≥ 75 y"))

@@ -14,20 +14,18 @@ backup lacks or holds changed). It is taken while the app runs:
 Files are copied after the database snapshot: an image or model file is written before
 the row that names it commits, so every file the snapshot names already exists. Only
 files missing from the backup (or of another size or time) are copied, so one folder can
-take nightly backups cheaply. Every file the database names (``core.datafiles``) is then
+take nightly backups cheaply. Every file the database names (``db.datafiles``) is then
 checked against its recorded sha256, in the backup and again on restore.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -35,10 +33,11 @@ from typing import Any
 
 from sqlalchemy import URL, create_engine, make_url, text
 
-from core.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
-from core.datafiles import file_sha256 as file_sha256
-from core.deid import UID_KEY_PATH
-from core.store import TMP_PREFIX
+from core.common.store import TMP_PREFIX
+from core.imaging.deid import UID_KEY_PATH
+from db.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
+from db.datafiles import file_sha256 as file_sha256
+from db.engine import redact
 from db.migrate import upgrade
 
 DB_FILE = "sarcopenia.db"
@@ -51,11 +50,6 @@ Progress = Callable[[int, int], None]
 
 class BackupError(RuntimeError):
     """A backup or restore that cannot go ahead; the message says why and what to do."""
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages and manifests."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path:
@@ -88,7 +82,7 @@ def _sqlite_facts(conn: sqlite3.Connection) -> tuple[dict[str, int], str | None]
 
 
 def _sqlite_referenced(path: Path) -> list[Referenced]:
-    """The files a SQLite database file names (``core.datafiles.referenced_files``)."""
+    """The files a SQLite database file names (``db.datafiles.referenced_files``)."""
     engine = create_engine(f"sqlite:///{path}")
     try:
         with engine.connect() as conn:
@@ -278,7 +272,7 @@ def backup(
     ``manifest.json`` lists the images the store lacked (``images.missing``) and every
     file the database names that the backup lacks or holds changed (``files.problems``).
     """
-    from core import config
+    from core.common import config
 
     dest = Path(dest)
     source = Path(data_dir) if data_dir is not None else config.data_dir()
@@ -448,74 +442,3 @@ def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> d
     with _sqlite(target) as conn:
         counts, _ = _sqlite_facts(conn)
     return counts
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    from core import config
-    from core.cli import CommandError, progress_bar
-
-    url = config.database_url()
-    try:
-        dest = backup(url, Path(args.dest), progress=progress_bar("Copying images"))
-    except BackupError as exc:
-        raise CommandError(str(exc)) from None
-    manifest = read_manifest(dest)
-    images = manifest["images"]
-    rows = sum(n for t, n in manifest["counts"].items() if t != "alembic_version")
-    models = manifest["models"]
-    print(
-        f"Backed up {redact(url)} ({rows} rows, schema {manifest['database']['schema_revision']}), "
-        f"{images['files']} images ({images['copied']} new) and {models['files']} model files "
-        f"({models['copied']} new) into {dest}."
-    )
-    problems = manifest["files"]["problems"]
-    if problems:
-        print(
-            f"warning: {len(problems)} file(s) named in the database are missing or changed "
-            f"in the backup (listed under files.problems in {dest / MANIFEST_FILE}), e.g. "
-            f"{problems[0]}.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    from core import config
-    from core.cli import CommandError
-
-    url = config.database_url()
-    try:
-        counts = restore(Path(args.src), url, config.data_dir(), force=args.force)
-    except BackupError as exc:
-        raise CommandError(str(exc)) from None
-    rows = sum(n for t, n in counts.items() if t != "alembic_version")
-    print(
-        f"Restored {rows} rows into {redact(url)}, and images and models into "
-        f"{config.data_dir()}; every file the database names is there with its sha256."
-    )
-    return 0
-
-
-def add_backup_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``backup DEST`` and ``restore SRC [--force]``."""
-    back = sub.add_parser(
-        "backup",
-        help="online backup of the database and images into a folder",
-        description="Back up the database (SQLite file, or pg_dump for PostgreSQL), the "
-        "image store and the trained models into DEST while the app keeps running. Reusing "
-        "DEST copies only new files.",
-    )
-    back.add_argument("dest", help="backup folder (created when absent)")
-    back.set_defaults(handler=cmd_backup)
-
-    rest = sub.add_parser(
-        "restore",
-        help="restore a SQLite backup into the configured data folder",
-        description="Restore a backup folder made by `backup` into $DATABASE_URL (SQLite) "
-        "and $SARCOPENIA_DATA_DIR (images and models); every file the database names must "
-        "be there with its recorded sha256. Stop the app first.",
-    )
-    rest.add_argument("src", help="backup folder")
-    rest.add_argument("--force", action="store_true", help="overwrite a database holding data")
-    rest.set_defaults(handler=cmd_restore)

@@ -1,4 +1,4 @@
-"""Load the synthetic demo cohort (``core.cohort`` + ``core.phantom``) into the database.
+"""Load the synthetic demo cohort (``cases.cohort`` + ``cases.phantom``) into the database.
 
 Everything is labelled synthetic: patient codes start with ``DEMO-`` and the rows carry
 ``synthetic=True``. Besides the patients, it creates the demo accounts (``reader.demo``):
@@ -21,12 +21,13 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import config, phantom
-from core.auth import hash_password, require
-from core.boxes import Box
-from core.cohort import SyntheticPatient, synthetic_cohort
-from core.importer import encode_png
-from core.store import ImageStore, sha256_hex
+from core.cases import phantom
+from core.cases.cohort import SyntheticPatient, synthetic_cohort
+from core.cases.importer import encode_png
+from core.common import config
+from core.common.boxes import Box
+from core.common.store import ImageStore, sha256_hex
+from core.services.auth import hash_password, require
 from db import audit
 from db.auth import get_reader, insert_reader
 from db.consensus import auto_agree

@@ -18,7 +18,6 @@ so a labeled CSV is also a portable metadata backup (images travel separately).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
@@ -39,15 +38,16 @@ import plotly.io as pio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import config, labels, manifest
-from core.boxes import Box
-from core.crop import crop
-from core.csv_safety import csv_text, restore_cell
-from core.dataset import ArrayCache, CaseImage, decoded_swe_crop
-from core.features import ECHO_PERCENTILES, echo_intensity
-from core.images import load_pixels
-from core.store import ImageStore
-from core.swe_decode import stiffness_stats
+from core.cases import manifest
+from core.common import config, labels
+from core.common.boxes import Box
+from core.common.csv_safety import csv_text, restore_cell
+from core.common.store import ImageStore
+from core.imaging.crop import crop
+from core.imaging.images import load_pixels
+from core.imaging.swe_decode import stiffness_stats
+from core.learning.dataset import ArrayCache, CaseImage, decoded_swe_crop
+from core.learning.features import ECHO_PERCENTILES, echo_intensity
 from db import audit
 from db.cases import case_labels
 from db.engine import Database
@@ -152,8 +152,8 @@ def _gsu_features(store: ImageStore, path: str, box: Box, what: str) -> dict[str
 def _swe_features(
     store: ImageStore, crops: ArrayCache, sha: str, path: str, box: Box, what: str
 ) -> dict[str, Any]:
-    """Stiffness statistics inside the SWE box, decoded as ``core.dataset`` does (cached)."""
-    from core.crop import ChosenBox
+    """Stiffness statistics inside the SWE box, decoded as ``learning.dataset`` does (cached)."""
+    from core.imaging.crop import ChosenBox
 
     decoded = decoded_swe_crop(store, crops, CaseImage(sha, path, ChosenBox(box, "reader"), what))
     stats = {k: _finite_or_none(v) for k, v in stiffness_stats(decoded["stiffness"]).items()}
@@ -382,7 +382,7 @@ def _boxes_frame(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
         order = sorted({c.rsplit("_", 1)[0] for c in wide.columns}, key=_box_order)
         wide = wide[[f"{stem}_{c}" for stem in order for c in "xywh"]]
     # The box each image is measured in: consensus, else the first reader by name, else the
-    # stored automatic box (``core.crop.choose_box``), vectorized over all images.
+    # stored automatic box (``core.imaging.crop.choose_box``), vectorized over all images.
     ranked = boxes.assign(
         rank=np.select(
             [boxes["owner_key"] == "consensus", boxes["owner_key"] == "auto"], [0, 2], default=1
@@ -446,7 +446,7 @@ def _features_frame(
 
 
 def _runs_frame(db: Database, run_ids: Sequence[int]) -> pd.DataFrame:
-    from core.review import run_outputs
+    from core.services.review import run_outputs
 
     outputs = run_outputs(db, run_ids)
     wide = pd.DataFrame(index=pd.Index([], name="patient_id"))
@@ -641,7 +641,9 @@ def data_dictionary(columns: Iterable[str]) -> pd.DataFrame:
     rows = [(c, *_describe(c)) for c in columns]
     missing = [c for c, text, _ in rows if not text]
     if missing:
-        raise ValueError(f"No description for column(s) {missing}; extend core.export._describe.")
+        raise ValueError(
+            f"No description for column(s) {missing}; extend core.services.export._describe."
+        )
     return pd.DataFrame(rows, columns=["column", "description", "unit_or_values"])
 
 
@@ -651,7 +653,7 @@ def data_dictionary(columns: Iterable[str]) -> pd.DataFrame:
 
 def labeled_csv(frame: pd.DataFrame) -> bytes:
     """The labeled CSV; free-text cells a spreadsheet would run as formulas are neutralized
-    (``core.csv_safety``), and ``import_metadata`` undoes that."""
+    (``core.common.csv_safety``), and ``import_metadata`` undoes that."""
     return csv_text(frame).encode("utf-8")
 
 
@@ -728,7 +730,7 @@ def table_csv(table: pd.DataFrame) -> bytes:
 def import_metadata(db: Database, csv: str | bytes | Path, *, actor: Reader | None = None) -> int:
     """Create the patients (and CT measurements) of a labeled CSV; returns how many.
 
-    Every metadata value goes through the manifest checks (``core.manifest``); all problems
+    Every metadata value goes through the manifest checks (``core.cases.manifest``); all problems
     are reported at once and nothing is written unless every row is valid. Codes that already
     exist are refused, never overwritten. One audit row per patient.
     """
@@ -821,16 +823,6 @@ def import_metadata(db: Database, csv: str | bytes | Path, *, actor: Reader | No
 # CLI
 
 
-def _run_ids(text: str) -> list[int]:
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected run ids such as 1,2,5; got {text!r}") from None
-    if not ids:
-        raise argparse.ArgumentTypeError("give at least one run id, e.g. --runs 3")
-    return ids
-
-
 def write_export(
     out: Path,
     db: Database,
@@ -853,49 +845,3 @@ def write_export(
         export_zip(db, store, run_ids, image_features=image_features, progress=progress)
     )
     return [out]
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database, progress_bar
-
-    out = (
-        Path(args.out)
-        if args.out
-        else (config.exports_dir() / f"labeled-{dt.datetime.now():%Y%m%d-%H%M%S}.zip")
-    )
-    try:
-        written = write_export(
-            out,
-            open_database(),
-            ImageStore(config.images_dir()),
-            args.runs or [],
-            image_features=not args.no_image_features,
-            progress=progress_bar("Measuring images"),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    for path in written:
-        print(f"Wrote {path}")
-    return 0
-
-
-def add_export_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``export``: the labeled CSV and its data dictionary."""
-    parser = sub.add_parser(
-        "export",
-        help="labeled CSV (one row per patient) with a data dictionary",
-        description="Export one row per patient: metadata, CT labels, every reader's grade, "
-        "the consensus, crop boxes, echo intensity and stiffness statistics, and each chosen "
-        "run's split and predictions. A .zip holds labeled.csv and data_dictionary.csv; a "
-        ".csv name writes the CSV with <name>-dictionary.csv beside it.",
-    )
-    parser.add_argument(
-        "--runs", type=_run_ids, default=None, metavar="IDS", help="run ids, e.g. 1,2"
-    )
-    parser.add_argument("--out", default=None, help="output .zip or .csv (default: exports folder)")
-    parser.add_argument(
-        "--no-image-features",
-        action="store_true",
-        help="leave out echo intensity and stiffness statistics (no image is read)",
-    )
-    parser.set_defaults(handler=cmd_export)

@@ -2,8 +2,8 @@
 
 A killed import (``kill -9``, power loss) can leave image files that no committed row
 names, because files are written before the one transaction that records them
-(``core.importer.store_cases``), plus ``.incoming-*`` temporary files from a write cut
-short, and its staging folder (``core.store.Staging``). The database itself stays
+(``core.cases.importer.store_cases``), plus ``.incoming-*`` temporary files from a write cut
+short, and its staging folder (``core.common.store.Staging``). The database itself stays
 consistent; the files only waste disk. A killed training process leaves its run
 ``running`` for ever unless something marks it failed.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from core.deid import site_uid_key
-from core.store import STAGING_DIR, ImageStore
+from core.common.store import STAGING_DIR, ImageStore
+from core.imaging.deid import site_uid_key
 from db.engine import Database
 from db.models import Image, TrainingRun
 
@@ -118,9 +118,9 @@ def sweep_orphans(
 
 def _reap_dead_runs(db: Database) -> int:
     """Mark runs whose process died as failed and start queued runs in the free slots
-    (``core.jobs.reap_dead_runs``).
+    (``core.services.jobs.reap_dead_runs``).
 
-    ``core.jobs`` pulls in the training stack, seconds of imports, so it is loaded only
+    ``core.services.jobs`` pulls in the training stack, seconds of imports, so it is loaded only
     when some run is queued or running.
     """
     with db.read() as session:
@@ -129,7 +129,7 @@ def _reap_dead_runs(db: Database) -> int:
         )
     if not unfinished:
         return 0
-    from core.jobs import reap_dead_runs
+    from core.services.jobs import reap_dead_runs
 
     return reap_dead_runs(db)
 

@@ -7,14 +7,12 @@ order inside one transaction on the target, so a failed copy leaves the target e
 PostgreSQL sequences are then moved past the copied ids, so new rows get fresh ones.
 
 Images and trained models stay files in the data folder; the rows name them relative to
-it (``core.datafiles``), so the new database works with the same folder wherever it is
+it (``db.datafiles``), so the new database works with the same folder wherever it is
 mounted. The command checks that every file the copied rows name is there.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +28,12 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    make_url,
     select,
     text,
 )
 
-from core.datafiles import check_files, referenced_files
-from db.engine import create_db_engine
+from db.datafiles import check_files, referenced_files
+from db.engine import create_db_engine, redact
 from db.migrate import upgrade
 from db.models import Base
 
@@ -46,10 +43,6 @@ Progress = Callable[[int, int], None]
 
 class MigrateError(RuntimeError):
     """A copy that cannot go ahead, or whose result does not match its source."""
-
-
-def _redact(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _counts(conn: Connection) -> dict[str, int]:
@@ -145,7 +138,7 @@ def copy_database(
     Returns the row count per table, checked equal on both sides before the target
     commits. Refuses when the target already holds rows.
     """
-    if _redact(src_url) == _redact(dst_url):
+    if redact(src_url) == redact(dst_url):
         raise MigrateError("Source and target are the same database; give another --to URL.")
     upgrade(src_url)
     upgrade(dst_url)
@@ -157,7 +150,7 @@ def copy_database(
             if existing:
                 listed = ", ".join(f"{t} ({n})" for t, n in sorted(existing.items()))
                 raise MigrateError(
-                    f"The target {_redact(dst_url)} already holds rows: {listed}. "
+                    f"The target {redact(dst_url)} already holds rows: {listed}. "
                     "Copy into an empty database (drop and recreate it first)."
                 )
             expected = _counts(src)
@@ -196,47 +189,3 @@ def file_problems(url: str, data_dir: Path) -> tuple[int, list[str]]:
     finally:
         engine.dispose()
     return len(files), check_files(files, data_dir)
-
-
-def cmd_migrate_db(args: argparse.Namespace) -> int:
-    from core import config
-    from core.cli import CommandError, progress_bar
-
-    src = config.database_url()
-    try:
-        counts = copy_database(src, args.to, progress=progress_bar("Copying rows"))
-    except MigrateError as exc:
-        raise CommandError(str(exc)) from None
-    for table, n in counts.items():
-        print(f"{table:20s} {n:8d}")
-    print(
-        f"Copied {sum(counts.values())} rows from {_redact(src)} to {_redact(args.to)}. "
-        "Set DATABASE_URL to the new URL and restart the app."
-    )
-    data = config.data_dir()
-    named, problems = file_problems(args.to, data)
-    print(
-        f"The rows name {named} image and model files, relative to the data folder {data}: "
-        "keep SARCOPENIA_DATA_DIR on this folder (or a copy of its images/ and models/) "
-        "for every app server using the new database."
-    )
-    if problems:
-        print(
-            f"warning: {len(problems)} of them are missing or changed in {data}, e.g. "
-            f"{problems[0]}. Restore them from a backup before using the new database.",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def add_migrate_db_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``migrate-db --to URL``."""
-    parser = sub.add_parser(
-        "migrate-db",
-        help="copy the whole database into another (empty) database",
-        description="Copy every row from $DATABASE_URL (default: the SQLite file) into the "
-        "empty database at --to, e.g. postgresql+psycopg://user@host/sarcopenia. Stop the "
-        "app first so that no change is made after the copy starts.",
-    )
-    parser.add_argument("--to", required=True, metavar="URL", help="target SQLAlchemy URL")
-    parser.set_defaults(handler=cmd_migrate_db)

@@ -6,9 +6,9 @@ crop boxes, the decoded stiffness map, the readers' grades and the consensus, CT
 sarcopenia truth, and for each model its probability, its predicted label, which subset the
 patient was in, and its Grad-CAM on the crop and on the whole scan.
 
-- Models load only from ``core.config.models_dir()`` and with ``safe_mode=True``: a
+- Models load only from ``core.common.config.models_dir()`` and with ``safe_mode=True``: a
   ``.keras`` file can carry code, and a path typed or stored elsewhere is refused.
-- Patients are cut exactly as for training (``core.dataset``: consensus box, else the first
+- Patients are cut exactly as for training (``core.learning.dataset``: consensus box, else the first
   reader's, else the automatic box; the run's normalization and input size).
 - Predictions and maps are cached on disk by (run, model file, image sha, box, settings), so a
   new box or a retrained run never shows a stale answer, and a revisit costs a file read.
@@ -20,7 +20,6 @@ patient was in, and its Grad-CAM on the crop and on the whole scan.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -42,11 +41,14 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from core import config
-from core.boxes import Box
-from core.crop import ChosenBox, choose_box
-from core.datafiles import data_path
-from core.dataset import (
+from core.common import config
+from core.common.boxes import Box
+from core.common.labels import dichotomize_grade
+from core.common.store import ImageStore
+from core.imaging.crop import ChosenBox, choose_box
+from core.imaging.images import load_pixels, to_display_rgb
+from core.imaging.swe_decode import stiffness_stats
+from core.learning.dataset import (
     TASKS,
     ArrayCache,
     CaseImage,
@@ -55,12 +57,9 @@ from core.dataset import (
     decoded_swe_crop,
     input_arrays,
 )
-from core.images import load_pixels, to_display_rgb
-from core.labels import dichotomize_grade
-from core.store import ImageStore
-from core.swe_decode import stiffness_stats
-from core.table1 import run_label
+from core.report.table1 import run_label
 from db.cases import case_labels
+from db.datafiles import data_path
 from db.engine import Database
 from db.models import (
     ConsensusGrade,
@@ -129,7 +128,7 @@ def load_keras_model(path: str | Path) -> keras.Model:
     """``keras.models.load_model`` with ``safe_mode=True`` on a checked models-folder path."""
     import keras
 
-    import core.models  # noqa: F401 - registers ArchPreprocess for deserialization
+    import core.learning.models  # noqa: F401 - registers ArchPreprocess for deserialization
 
     return keras.models.load_model(checked_model_path(path), safe_mode=True, compile=False)
 
@@ -150,7 +149,7 @@ def run_dataset_settings(session: Session, run: TrainingRun) -> DatasetSettings:
         split = session.get(Split, run.split_id)
         if split is not None:
             return DatasetSettings.from_payload(split.settings)
-    from core.train import TrainSettings
+    from core.learning.train import TrainSettings
 
     try:
         train = TrainSettings.from_dict(run.settings)
@@ -184,7 +183,7 @@ class RunPredictor:
     def __post_init__(self) -> None:
         import tensorflow as tf
 
-        from core.gradcam import GradCAM
+        from core.learning.gradcam import GradCAM
 
         model = self.model
         self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -337,7 +336,7 @@ def case_images(
     *,
     cache: ArrayCache | None = None,
 ) -> dict[int, dict[str, CaseImage] | str]:
-    """Per patient, the images and boxes ``task`` cuts (as ``core.dataset`` does), or why not.
+    """Per patient, the images and boxes ``task`` cuts (as ``learning.dataset`` does), or why not.
 
     Unlike training, no label is needed: this is what predicts new, unlabelled cases.
     """
@@ -722,7 +721,7 @@ def _write_status(run_id: int, **fields: Any) -> None:
 
 def _process_alive(pid: int, pid_start: int | None) -> bool:
     """True while ``pid`` runs and is the process that was started (not a reused pid)."""
-    from core.jobs import pid_alive
+    from core.services.jobs import pid_alive
 
     try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)
@@ -769,7 +768,7 @@ def run_predict_job(
     db: Database, store: ImageStore, run_id: int, progress: Progress | None = None
 ) -> int:
     """``predict_cohort`` with its progress and outcome written to the run's status file."""
-    from core.train import process_tag
+    from core.learning.train import process_tag
 
     tag = process_tag()
     _write_status(
@@ -810,7 +809,7 @@ def start_predict_job(run_id: int, *, argv: Sequence[str] | None = None) -> JobS
     )
     log = _log_path(run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
-    from core.train import process_tag
+    from core.learning.train import process_tag
 
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -833,34 +832,6 @@ def start_predict_job(run_id: int, *, argv: Sequence[str] | None = None) -> JobS
         pid_start=tag["pid_start"],
     )
     return JobStatus(run_id, "starting", 0, 0, None, process.pid)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from core.cli import CommandError, open_database, progress_bar
-
-    try:
-        n = run_predict_job(
-            open_database(),
-            ImageStore(config.images_dir()),
-            args.run_id,
-            progress=progress_bar(f"Predicting with run {args.run_id}"),
-        )
-    except (ReviewError, ModelPathError) as exc:
-        raise CommandError(str(exc)) from None
-    print(f"Run {args.run_id}: predicted {n} patients (cached for the Review page and export).")
-    return 0
-
-
-def add_predict_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``predict``: one run's model on every patient, as a background-able job."""
-    parser = sub.add_parser(
-        "predict",
-        help="predict every patient with a finished run's model (cohort job)",
-        description="Run a finished run's model and Grad-CAM on every patient that has the "
-        "images it needs, and cache the results for the Review page and the export.",
-    )
-    parser.add_argument("--run-id", type=int, required=True, help="the training run's id")
-    parser.set_defaults(handler=cmd_predict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -917,7 +888,7 @@ class ModelView:
     overlay_full: np.ndarray | None = None
     note: str = ""
     cam_note: str | None = None
-    """Set when the Grad-CAM map shows no localization (``core.gradcam.flat_map_note``)."""
+    """Set when the Grad-CAM map shows no localization (``core.learning.gradcam.flat_map_note``)."""
     error: str | None = None
 
     @property
@@ -1083,7 +1054,7 @@ def _model_view(
     box = image.chosen.box
     full = full_pixels(image.path)
     crop01 = full[box.y : box.y2, box.x : box.x2].astype(np.float32) / 255.0
-    from core.gradcam import flat_map_note, overlay, overlay_on_full_image
+    from core.learning.gradcam import flat_map_note, overlay, overlay_on_full_image
 
     note = ""
     if stored_view:
@@ -1456,7 +1427,7 @@ def second_reader_opinion(
     box = cases["gsu"].chosen.box
     full = (full_pixels or _default_pixels(store))(cases["gsu"].path)
     crop01 = full[box.y : box.y2, box.x : box.x2].astype(np.float32) / 255.0
-    from core.gradcam import flat_map_note, overlay, overlay_on_full_image
+    from core.learning.gradcam import flat_map_note, overlay, overlay_on_full_image
 
     high = output.probability >= predictor.threshold
     return SecondReaderOpinion(

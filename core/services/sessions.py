@@ -16,7 +16,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from core import config
+from core.common import config
 from db import auth as accounts
 from db.engine import Database
 from db.models import Reader, utcnow

@@ -20,8 +20,8 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from core.boxes import Box
-from core.labels import GRADES, dichotomize_grade
+from core.common.boxes import Box
+from core.common.labels import GRADES, dichotomize_grade
 
 SE_FLOOR = 1e-6
 """Below this the asymptotic SE is rounding noise of a zero variance (one category only)."""
@@ -208,7 +208,7 @@ def pair_agreement(
 ) -> PairAgreement:
     """All agreement statistics for two readers over the same images, in the same order.
 
-    The dichotomized kappa uses the study's split (grades 0–1 low, 2–3 high; core.labels),
+    The dichotomized kappa uses the study's split (grades 0–1 low, 2–3 high; core.common.labels),
     which is the label the echogenicity model learns.
     """
     a_arr, b_arr = _validate_ratings(grades_a, grades_b, GRADES)

@@ -27,8 +27,8 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import brier_score_loss
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
-from core.delong import validate_alpha
-from core.metrics import validate_probabilities
+from core.stats.delong import validate_alpha
+from core.stats.metrics import validate_probabilities
 
 PROBABILITY_CLIP = 1e-6
 """Probabilities are clipped to [1e-6, 1 − 1e-6] before the logit: a sigmoid output of

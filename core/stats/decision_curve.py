@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from core.delong import StatisticsInputError
-from core.metrics import validate_probabilities
+from core.stats.delong import StatisticsInputError
+from core.stats.metrics import validate_probabilities
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 """5 % to 95 % in 5 % steps: the range Vickers et al. recommend plotting."""

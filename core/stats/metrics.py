@@ -4,7 +4,7 @@ Yi et al. (Sci Rep 2022, Table 1) report accuracy, sensitivity, specificity, PPV
 likelihood ratios and ROC AUC on 20 test patients, without intervals. With so few patients an
 interval is most of the message, so every proportion here carries a Wilson 95% CI (which,
 unlike the Wald interval, stays inside [0, 1] and behaves at 0/n and n/n) and the AUC a
-DeLong CI (core.delong).
+DeLong CI (core.stats.delong).
 
 Conventions: label 1 is the positive class (sarcopenia, or high echogenicity), ``prob`` is the
 model's probability of the positive class, and a patient is predicted positive when
@@ -25,7 +25,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 from statsmodels.stats.proportion import proportion_confint
 
-from core.delong import (
+from core.stats.delong import (
     AucCI,
     StatisticsInputError,
     delong_auc_ci,

@@ -1,8 +1,8 @@
-"""Alembic environment: the URL comes from the caller (``db.migrate``) or ``core.config``."""
+"""Alembic environment: the URL comes from the caller (``db.migrate``) or ``core.common.config``."""
 
 from alembic import context
 
-from core import config as app_config
+from core.common import config as app_config
 from db.engine import create_db_engine
 from db.models import Base
 
