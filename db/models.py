@@ -278,9 +278,19 @@ class SplitAssignment(Base):
     split: Mapped[Split] = relationship(back_populates="assignments")
 
 
+class RunGroup(Base):
+    """Runs submitted together (the study grid, a k-fold run fanned out over workers)."""
+
+    __tablename__ = "run_group"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class TrainingRun(Base):
     __tablename__ = "training_run"
-    __table_args__ = (Index("ix_run_status", "status"),)
+    __table_args__ = (Index("ix_run_status", "status"), Index("ix_run_group", "group_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task: Mapped[str] = mapped_column(String(32))
@@ -304,6 +314,18 @@ class TrainingRun(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    backend: Mapped[str] = mapped_column(String(8), default="local", server_default="local")
+    """``local`` (a subprocess of the app's machine) or ``rq`` (a job on a Redis Queue worker)."""
+    queue: Mapped[str | None] = mapped_column(String(16))
+    """The RQ queue (``gpu`` or ``cpu``) of an ``rq`` run."""
+    worker: Mapped[str | None] = mapped_column(String(200))
+    """The RQ worker that trains (trained) the run."""
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    """Last sign of life of an ``rq`` run's trainer; a stale one means the worker died."""
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """1, then one more per retry; the RQ job of an older attempt does nothing."""
+    group_id: Mapped[int | None] = mapped_column(Integer)
+    """The ``run_group`` the run was submitted with (no foreign key: SQLite cannot add one)."""
 
 
 class Prediction(Base):
