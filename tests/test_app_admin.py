@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core.services.auth import DEACTIVATED, authenticate, verify_password
+from core.services.auth import authenticate, verify_password
+from core.services.sign_in import DEACTIVATED
 from db.engine import Database
 from db.models import AuditEvent, Reader
 from tests.apptest_helpers import APP, TIMEOUT
@@ -178,9 +179,9 @@ def test_a_readers_app_has_no_admin_page_to_switch_to(demo_env):
 def test_admin_is_warned_about_demo_accounts_and_lifts_a_sign_in_delay(demo_env, monkeypatch):
     import datetime as dt
 
-    from core.services import auth
+    from core.services import sign_in
 
-    monkeypatch.setattr(auth, "FIRST_DELAY", dt.timedelta(minutes=4))
+    monkeypatch.setattr(sign_in, "FIRST_DELAY", dt.timedelta(minutes=4))
     for i in range(5):
         authenticate(Database(), "radiologist2", "wrong password!", client_key=f"c{i}")
     assert (

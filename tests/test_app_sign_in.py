@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
-from core.services import auth
+from core.services import sign_in
 from core.services.demo import DEMO_PASSWORD
 from db.engine import Database
 from db.models import UserSession
@@ -54,8 +54,8 @@ def test_an_idle_session_is_signed_out_with_a_notice(demo_env):
 
 
 def test_a_new_browser_session_does_not_reset_the_client_limit(demo_env, monkeypatch):
-    monkeypatch.setattr(auth, "CLIENT_FREE_FAILURES", 2)
-    monkeypatch.setattr(auth, "FIRST_DELAY", dt.timedelta(minutes=10))
+    monkeypatch.setattr(sign_in, "CLIENT_FREE_FAILURES", 2)
+    monkeypatch.setattr(sign_in, "FIRST_DELAY", dt.timedelta(minutes=10))
     for username in ("nobody1", "nobody2"):
         assert _sign_in(username, "wrong password!").error
     refused = _sign_in("radiologist1", DEMO_PASSWORD)

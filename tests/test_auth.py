@@ -12,15 +12,9 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from core.cli.admin import add_admin_parser
-from core.services import auth
-from core.services.auth import (
-    DEACTIVATED,
-    WRONG_CREDENTIALS,
-    AccountError,
-    AdminExistsError,
-    PasswordPolicyError,
-    PermissionDenied,
-)
+from core.services import auth, passwords, sign_in
+from core.services.auth import AccountError, AdminExistsError, PasswordPolicyError, PermissionDenied
+from core.services.sign_in import DEACTIVATED, WRONG_CREDENTIALS
 from db.engine import Database
 from db.models import AuditEvent, LoginAttempt, Reader
 
@@ -32,8 +26,8 @@ T0 = dt.datetime(2026, 3, 2, 9, 0)
 def fast_hasher(monkeypatch: pytest.MonkeyPatch) -> PasswordHasher:
     """Cheap Argon2 parameters: the real ones take ~0.3 s per hash on a small CI machine."""
     hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    monkeypatch.setattr(auth, "HASHER", hasher)
-    auth._dummy_hash.cache_clear()
+    monkeypatch.setattr(passwords, "HASHER", hasher)
+    passwords.dummy_hash.cache_clear()
     return hasher
 
 
@@ -119,7 +113,7 @@ def test_failures_make_the_username_wait_twice_as_long_each_time_up_to_five_minu
             WRONG_CREDENTIALS
         )
     fifth = _sign_in(db, "alice", "wrong password!", client="c4", at=4)
-    assert fifth.retry_at == _minutes(4) + auth.FIRST_DELAY
+    assert fifth.retry_at == _minutes(4) + sign_in.FIRST_DELAY
     assert "wait 2 seconds (until 09:04:02 UTC)" in fifth.message
 
     early = auth.authenticate(db, "alice", PASSWORD, client_key="fresh", now=_seconds(241))
@@ -153,7 +147,7 @@ def test_refused_attempts_are_not_recorded(db):
 
 def test_many_failures_from_one_address_make_that_address_wait(db):
     auth.create_reader(db, "alice", "Alice", "reader", PASSWORD)
-    for i in range(auth.CLIENT_FREE_FAILURES):
+    for i in range(sign_in.CLIENT_FREE_FAILURES):
         _sign_in(db, f"user{i}", PASSWORD, client="ip:10.0.0.9", at=i / 60)
     refused = _sign_in(db, "alice", PASSWORD, client="ip:10.0.0.9", at=20 / 60)
     assert not refused.ok and "wait" in refused.message
@@ -230,7 +224,7 @@ def test_demo_accounts_are_refused_when_the_server_runs_for_real_use(db, monkeyp
     add_demo_account(db, "admin", "admin")
     assert _sign_in(db, "admin", PASSWORD).ok
     monkeypatch.setenv("SARCOPENIA_DEMO", "0")
-    assert _sign_in(db, "admin", PASSWORD, at=1).message == auth.DEMO_REFUSED
+    assert _sign_in(db, "admin", PASSWORD, at=1).message == sign_in.DEMO_REFUSED
     assert _sign_in(db, "admin", "wrong password!", at=2).message == WRONG_CREDENTIALS
 
 
@@ -253,7 +247,7 @@ def test_reader_without_password_cannot_sign_in(db):
 def test_sign_in_upgrades_a_weaker_hash(db, monkeypatch):
     auth.create_reader(db, "alice", "Alice", "reader", PASSWORD)
     stronger = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
-    monkeypatch.setattr(auth, "HASHER", stronger)
+    monkeypatch.setattr(passwords, "HASHER", stronger)
     assert _sign_in(db, "alice", PASSWORD).ok
     with db.read() as s:
         stored = s.scalar(select(Reader.password_hash).where(Reader.username == "alice"))

@@ -8,7 +8,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from core.services import auth, sessions
+from core.services import auth, passwords, sessions
 from db.models import UserSession
 from tests.test_auth import add_demo_account
 
@@ -18,7 +18,8 @@ T0 = dt.datetime(2026, 3, 2, 9, 0)
 
 @pytest.fixture(autouse=True)
 def fast_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(passwords, "HASHER", hasher)
 
 
 def _at(minutes: float) -> dt.datetime:

@@ -25,169 +25,36 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, create_engine, make_url, text
+from sqlalchemy import make_url
 
 from core.common.store import TMP_PREFIX
 from core.imaging.deid import UID_KEY_PATH
-from db.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files, referenced_files
+from core.services.snapshots import (
+    BUSY_TIMEOUT_S,
+    DB_FILE,
+    DUMP_FILE,
+    BackupError,
+    backup_postgres,
+    backup_sqlite,
+    integrity_check,
+    sqlite_facts,
+    sqlite_path,
+    sqlite_referenced,
+    table_names,
+)
+from db.datafiles import IMAGES_DIR, MODELS_DIR, Referenced, check_files
 from db.datafiles import file_sha256 as file_sha256
 from db.engine import redact
 from db.migrate import upgrade
 
-DB_FILE = "sarcopenia.db"
-DUMP_FILE = "dump.sql"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 Progress = Callable[[int, int], None]
-
-
-class BackupError(RuntimeError):
-    """A backup or restore that cannot go ahead; the message says why and what to do."""
-
-
-def sqlite_path(url: str) -> Path:
-    """The file behind a SQLite URL; in-memory databases cannot be backed up or restored."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        raise BackupError(f"Not a SQLite URL: {redact(url)}")
-    if not parsed.database or parsed.database == ":memory:":
-        raise BackupError("An in-memory SQLite database has no file to back up or restore.")
-    return Path(parsed.database)
-
-
-def _tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
-    )
-    return [name for (name,) in rows]
-
-
-def _sqlite_facts(conn: sqlite3.Connection) -> tuple[dict[str, int], str | None]:
-    """Row counts and schema revision of one SQLite database."""
-    tables = _tables(conn)
-    counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
-    revision = None
-    if "alembic_version" in tables:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        revision = row[0] if row else None
-    return counts, revision
-
-
-def _sqlite_referenced(path: Path) -> list[Referenced]:
-    """The files a SQLite database file names (``db.datafiles.referenced_files``)."""
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        with engine.connect() as conn:
-            return referenced_files(conn)
-    finally:
-        engine.dispose()
-
-
-def _integrity_check(conn: sqlite3.Connection, what: str) -> None:
-    result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    if result != ["ok"]:
-        raise BackupError(f"{what} failed PRAGMA integrity_check: {'; '.join(result[:5])}")
-
-
-def _backup_sqlite(url: str, dest: Path) -> dict[str, Any]:
-    source = sqlite_path(url)
-    if not source.is_file():
-        raise BackupError(f"No SQLite database at {source}; check DATABASE_URL.")
-    upgrade(url)  # as every start of the app or CLI does: rows in today's layout
-    partial = dest / f"{DB_FILE}.partial"
-    partial.unlink(missing_ok=True)
-    with (
-        closing(sqlite3.connect(source, timeout=BUSY_TIMEOUT_S)) as src,
-        closing(sqlite3.connect(partial)) as dst,
-    ):
-        src.backup(dst)  # one step: a single consistent snapshot of the whole file
-        dst.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no -wal beside it
-        _integrity_check(dst, "The backup copy")
-        counts, revision = _sqlite_facts(dst)
-    files = _sqlite_referenced(partial)
-    target = dest / DB_FILE
-    os.replace(partial, target)
-    return {
-        "dialect": "sqlite",
-        "file": DB_FILE,
-        "revision": revision,
-        "counts": counts,
-        "files": files,
-    }
-
-
-def _pg_conninfo(url: str) -> tuple[str, dict[str, str]]:
-    """A libpq URI without the password, and the environment that carries the password."""
-    parsed: URL = make_url(url)
-    env = dict(os.environ)
-    if parsed.password is not None:
-        env["PGPASSWORD"] = str(parsed.password)
-    plain = parsed.set(drivername="postgresql", password=None)
-    return plain.render_as_string(hide_password=False), env
-
-
-def _backup_postgres(url: str, dest: Path) -> dict[str, Any]:
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        raise BackupError(
-            "pg_dump was not found on PATH. Install the PostgreSQL client tools of the "
-            "server's major version (Debian/Ubuntu: apt-get install postgresql-client) "
-            "and run the backup again."
-        )
-    from db.engine import create_db_engine
-
-    upgrade(url)
-    conninfo, env = _pg_conninfo(url)
-    partial = dest / f"{DUMP_FILE}.partial"
-    engine = create_db_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
-                tables = conn.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                ).scalars()
-                counts = {
-                    t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one())
-                    for t in sorted(tables)
-                }
-                revision = (
-                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-                    if "alembic_version" in counts
-                    else None
-                )
-                files = referenced_files(conn)
-                command = [
-                    pg_dump,
-                    "--format=plain",
-                    "--no-owner",
-                    "--no-privileges",
-                    f"--snapshot={snapshot}",
-                    f"--file={partial}",
-                    f"--dbname={conninfo}",
-                ]
-                done = subprocess.run(command, env=env, capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise BackupError(f"pg_dump failed: {done.stderr.strip()[-800:]}")
-    finally:
-        engine.dispose()
-    os.replace(partial, dest / DUMP_FILE)
-    return {
-        "dialect": "postgresql",
-        "file": DUMP_FILE,
-        "revision": revision,
-        "counts": counts,
-        "files": files,
-    }
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -281,9 +148,9 @@ def backup(
     dest.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     if backend == "sqlite":
-        facts = _backup_sqlite(db_url, dest)
+        facts = backup_sqlite(db_url, dest)
     elif backend == "postgresql":
-        facts = _backup_postgres(db_url, dest)
+        facts = backup_postgres(db_url, dest)
     else:
         raise BackupError(f"Backups support SQLite and PostgreSQL, not {backend!r}.")
     copied, total = sync_files(source / IMAGES_DIR, dest / IMAGES_DIR, progress)
@@ -354,7 +221,7 @@ def _holds_rows(path: Path) -> bool:
     with _sqlite(path) as conn:
         return any(
             conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()
-            for t in _tables(conn)
+            for t in table_names(conn)
             if t != "alembic_version"
         )
 
@@ -416,9 +283,9 @@ def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> d
             _sqlite(side) as dst,
         ):
             source.backup(dst)
-            _integrity_check(dst, "The restored database")
+            integrity_check(dst, "The restored database")
         upgrade(f"sqlite:///{side}")
-        files = _sqlite_referenced(side)
+        files = sqlite_referenced(side)
         _refuse_damaged(
             check_files(files, src),
             f"the backup {src}",
@@ -435,10 +302,10 @@ def restore(src: Path, db_url: str, data_dir: Path, *, force: bool = False) -> d
         )
         with _sqlite(side) as source, _sqlite(target) as dst:
             source.backup(dst)
-            _integrity_check(dst, "The restored database")
+            integrity_check(dst, "The restored database")
     finally:
         _drop_sqlite(side)
     upgrade(db_url)
     with _sqlite(target) as conn:
-        counts, _ = _sqlite_facts(conn)
+        counts, _ = sqlite_facts(conn)
     return counts
