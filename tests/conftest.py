@@ -18,6 +18,7 @@ from core.common.store import ImageStore
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import Base
+from tests.pacs_helpers import orthanc  # noqa: F401  (session fixture: a real Orthanc PACS)
 from tests.tiny_runs import tiny_models  # noqa: F401  (session fixture: tiny trained runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

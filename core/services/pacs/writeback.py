@@ -1,0 +1,187 @@
+"""Write a patient's results back to the PACS as a DICOM SR, and read them back.
+
+The report is built from what the Review page shows (``core.services.review``), attached
+to the original GSU and SWE images found through the pseudonym link, and sent with STOW-RS.
+Each sent report is recorded in the link with a hash of its content, so a second send of
+the same patient is refused unless the admin asks for it explicitly (``again=True``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.common.errors import UserError
+from core.common.store import ImageStore
+from core.learning.dataset import TASKS
+from core.services.pacs.client import PacsClient
+from core.services.pacs.link import PseudonymLink, SentReport
+from core.services.pacs.sr import (
+    MANUFACTURER,
+    ModelResult,
+    ParsedReport,
+    ReaderGrade,
+    ReportContent,
+    build_report,
+    parse_report,
+)
+from core.services.review import patient_review
+from db.engine import Database
+from db.models import TrainingRun
+
+DIGITS = 4
+"""Decimals kept for stiffness and probabilities: well inside a DICOM DS value."""
+STIFFNESS_ORDER = ("mean", "median", "q1", "q3", "iqr", "fraction_colored")
+SR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.34",)
+"""Comprehensive 3D SR, the class of the reports this app writes."""
+
+
+@dataclass(frozen=True)
+class WritebackResult:
+    pseudonym: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    content: ReportContent
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+def report_content(
+    db: Database, store: ImageStore, pseudonym: str, run_ids: Sequence[int] = ()
+) -> ReportContent:
+    """What the report will say, from the stored grades, boxes, stiffness and predictions.
+
+    Models contribute their stored predictions (validation/test, or a cohort prediction
+    job); a run without a probability for this patient is left out.
+    """
+    review = patient_review(db, store, pseudonym, run_ids, gradcam=False)
+    gsu, swe = review.images.get("GSU"), review.images.get("SWE")
+    gsu_boxes = gsu.boxes if gsu else {}
+    readers = tuple(
+        ReaderGrade(g.username, g.grade, gsu_boxes.get(g.username)) for g in review.grades or []
+    )
+    stiffness: tuple[tuple[str, float], ...] = ()
+    if review.stiffness is not None:
+        stats = review.stiffness.stats
+        stiffness = tuple(
+            (name, _rounded(stats[name]))
+            for name in STIFFNESS_ORDER
+            if name in stats and math.isfinite(stats[name])
+        )
+    with db.read() as session:
+        runs = {
+            run.id: run for run in session.query(TrainingRun).filter(TrainingRun.id.in_(run_ids))
+        }
+    models = tuple(
+        ModelResult(
+            view.run_id,
+            f"{runs[view.run_id].arch} {view.task}",
+            f"sha256:{runs[view.run_id].model_sha256[:16]}"
+            if runs[view.run_id].model_sha256
+            else "unversioned",
+            TASKS[view.task].label,
+            _rounded(view.probability),
+        )
+        for view in review.models
+        if view.probability is not None
+    )
+    return ReportContent(
+        review.consensus_grade,
+        gsu_boxes.get("consensus"),
+        readers,
+        swe.chosen.box if swe is not None and swe.chosen is not None else None,
+        stiffness,
+        models,
+    )
+
+
+def content_hash(content: ReportContent) -> str:
+    return hashlib.sha256(repr(content).encode()).hexdigest()
+
+
+def send_report(
+    client: PacsClient,
+    db: Database,
+    store: ImageStore,
+    pseudonym: str,
+    *,
+    run_ids: Sequence[int] = (),
+    link: PseudonymLink | None = None,
+    actor_name: str = "",
+    again: bool = False,
+) -> WritebackResult:
+    """Build the patient's SR and STOW it; recorded in the link only once the PACS took it.
+
+    UserError when the patient did not come from the PACS, has no consensus yet, or already
+    has a report there and ``again`` is False; PacsError when the PACS refuses it.
+    """
+    link = link or PseudonymLink()
+    originals = link.instances(pseudonym)
+    if "GSU" not in originals:
+        raise UserError(
+            f"Patient {pseudonym} was not imported from a PACS (or without its GSU image), "
+            "so there is no original study to attach a report to."
+        )
+    content = report_content(db, store, pseudonym, run_ids)
+    if content.consensus_grade is None:
+        raise UserError(
+            f"Patient {pseudonym} has no consensus grade yet; settle it on the Consensus page "
+            "before writing a report back."
+        )
+    digest = content_hash(content)
+    sent = link.sent_reports(pseudonym)
+    if sent and not again:
+        last = sent[-1]
+        same = "the same content" if last.content_sha256 == digest else "older content"
+        raise UserError(
+            f"A report for {pseudonym} was already sent on {last.sent_at} with {same} "
+            f"(SR {last.sop_instance_uid}). Choose 'send again' to send a new version."
+        )
+    gsu_link = originals["GSU"]
+    gsu = client.metadata(
+        gsu_link.study_instance_uid, gsu_link.series_instance_uid, gsu_link.sop_instance_uid
+    )
+    swe = None
+    if "SWE" in originals:
+        swe_link = originals["SWE"]
+        swe = client.metadata(
+            swe_link.study_instance_uid, swe_link.series_instance_uid, swe_link.sop_instance_uid
+        )
+    report = build_report(content, gsu, swe)
+    client.store([report])
+    link.record_sent(
+        SentReport(
+            str(report.SOPInstanceUID),
+            pseudonym,
+            str(report.StudyInstanceUID),
+            str(report.SeriesInstanceUID),
+            digest,
+            dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            actor_name,
+        )
+    )
+    return WritebackResult(
+        pseudonym, str(report.SOPInstanceUID), str(report.StudyInstanceUID), content
+    )
+
+
+def reports_in_pacs(
+    client: PacsClient, pseudonym: str, link: PseudonymLink | None = None
+) -> list[ParsedReport]:
+    """This app's reports on the patient's original studies, read back and parsed, newest last."""
+    link = link or PseudonymLink()
+    studies = sorted({i.study_instance_uid for i in link.instances(pseudonym).values()})
+    parsed = []
+    for study in studies:
+        for ds in client.instances(study):
+            if str(ds.get("SOPClassUID", "")) not in SR_SOP_CLASSES:
+                continue
+            full = client.retrieve_dataset(study, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+            if full.get("Manufacturer") == MANUFACTURER:
+                parsed.append(parse_report(full))
+    return sorted(parsed, key=lambda r: (r.content_date or dt.date.min, r.sop_instance_uid))
