@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.common.boxes import Box
 from core.imaging.imageio import ImageReadError, decode_image
-from core.imaging.roi_detect import propose_regions
+from core.imaging.regions import propose_regions
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "real-us"
 AREA_IOU = 0.8

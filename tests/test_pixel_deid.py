@@ -33,7 +33,7 @@ from core.imaging.pixel_deid import (
     looks_identifying,
     preview,
 )
-from core.imaging.roi_detect import RegionProposal
+from core.imaging.regions import RegionProposal
 
 PSEUDONYM = "RF-0042"
 

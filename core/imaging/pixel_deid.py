@@ -14,7 +14,7 @@ is still blanked whole. Three rules decide what goes:
   proposal wrongly reaches into it.
 
 Blanked pixels take the colour of the panel around them. The views come from
-:func:`core.imaging.roi_detect.propose_regions`; the admin can still correct them before storing.
+:func:`core.imaging.regions.propose_regions`; the admin can still correct them before storing.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from pydicom.uid import (
 from core.common.boxes import Box
 from core.imaging.deid import KEEP, KEPT, deidentify_in_place, header_to_json, mark_pixels_cleaned
 from core.imaging.imageio import DecodedImage, ImageReadError
-from core.imaging.roi_detect import RegionProposal, chroma, propose_regions
+from core.imaging.regions import RegionProposal, propose_regions
+from core.imaging.roi_detect import chroma
 
 OCR_MIN_SIDE = 1400
 """Screens smaller than this (longest side) are OCR'd at twice the size: small fonts read

@@ -11,12 +11,12 @@ color box inside the image area with a vertical color scale bar beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
 from core.common.boxes import Box
+from core.imaging.sector import deepened_by_ruler, depth_rulers, fit_sector
 
 OVERLAY_MIN_CHROMA = 24
 """RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even
@@ -37,18 +37,11 @@ TEXTURE_MIN_VARIANCE = 0.5
 """Gray-level variance over 5×5 pixels above which a pixel counts as textured: B-mode speckle
 scores well above it even in a dark deep field, a flat panel or background scores 0."""
 
-VISIBLE_SHARE_TRUSTED = 0.8
-"""A DICOM ultrasound region is taken as it is when the visible image fills at least this
-share of it; below, the region is shrunk to what is visible."""
-
 GAP_MAX_FILL = 0.2
 """A line between two views is at most this share off the black (scale labels may cross it)."""
 
 GAP_SIDE_MIN_FILL = 0.6
 """The lines on both sides of such a gap are at least this share image: a sharp edge."""
-
-MIN_VIEW_SIDE = 32
-"""A visible part narrower than this is noise, not a view."""
 
 MIN_COLOR_PIXELS = 30
 """Fewer colored pixels than this inside the image area means there is no color box."""
@@ -122,7 +115,8 @@ def chroma(rgb: np.ndarray) -> np.ndarray:
     return cv2.subtract(hi, lo)
 
 
-def _odd(n: float) -> int:
+def odd_kernel(n: float) -> int:
+    """The odd kernel size (at least 3) nearest ``n``."""
     k = max(3, round(n))
     return k if k % 2 else k + 1
 
@@ -241,7 +235,9 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
     A screen may hold two views (dual mode, or SWE above its B-mode reference): each dense,
     textured region at least a quarter as textured as the best one is a view. Texture is the
     local variance at full resolution, so that even a dark, fine-grained deep field counts,
-    while flat panels, flat backgrounds and thin text do not.
+    while flat panels, flat backgrounds and thin text do not. A view whose sides are two
+    straight edges diverging from an apex is a sector: its box is the fitted fan
+    (:mod:`core.imaging.sector`), which reaches past dark far fields and dark sides.
     """
     height, width = img.shape[:2]
     bright, low = channel_max_min(img)
@@ -262,7 +258,7 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
     # Density and components at half resolution (4× cheaper); edges at full.
     small = (max(1, width // 2), max(1, height // 2))
     density = cv2.resize(content.astype(np.float32), small, interpolation=cv2.INTER_AREA)
-    n, _, stats = _dense_components(density, window=min(small) / 48)
+    n, labels, stats = dense_components(density, window=min(small) / 48)
     if n < 2:
         raise NoImageContentError(
             "No ultrasound image area found: the frame holds only text, lines or flat regions. "
@@ -271,20 +267,40 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
     areas = stats[1:, cv2.CC_STAT_AREA].astype(float)
     ranked = 1 + np.argsort(-areas)
     views = []
+    rulers = None
     for i in ranked:
         if areas[i - 1] < 0.25 * areas[ranked[0] - 1]:
             break
+        sector = fit_sector(_with_parts_above(labels, stats, i), scale=2.0)
+        if sector is not None:
+            if rulers is None:
+                rulers = depth_rulers(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+            views.append(deepened_by_ruler(sector, rulers).box(width, height))
+            continue
         x, y, w, h = (int(v) for v in stats[i, :4])
         rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
         views.extend(_refine_edges(valid, part) for part in _split_at_gaps(valid, rough))
     return views
 
 
-def _dense_components(mask: np.ndarray, window: float) -> tuple[int, np.ndarray, np.ndarray]:
+def _with_parts_above(labels: np.ndarray, stats: np.ndarray, i: int) -> np.ndarray:
+    """Component ``i`` with the smaller ones just above its middle half: the near-field cone
+    of a sector whose middle field is dark. Text above a view sits farther up or to a side."""
+    x, y, w, h = (int(v) for v in stats[i, :4])
+    parts = [i]
+    for j in range(1, len(stats)):
+        xj, yj, wj, hj = (int(v) for v in stats[j, :4])
+        centred = x + 0.25 * w <= xj + wj / 2 <= x + 0.75 * w
+        if j != i and centred and yj < y and y - 0.1 * h <= yj + hj <= y + 0.25 * h:
+            parts.append(j)
+    return np.isin(labels, parts)
+
+
+def dense_components(mask: np.ndarray, window: float) -> tuple[int, np.ndarray, np.ndarray]:
     """Components where most of a ``window``-wide neighbourhood is set, after an opening
     about 1/24 of the short side erases text, ticks and bars: (count, labels, stats)."""
-    density = cv2.blur(mask.astype(np.float32), (_odd(window), _odd(window)))
-    k = _odd(min(mask.shape) / 24)
+    density = cv2.blur(mask.astype(np.float32), (odd_kernel(window), odd_kernel(window)))
+    k = odd_kernel(min(mask.shape) / 24)
     opened = cv2.morphologyEx(
         (density >= 0.5).astype(np.uint8),
         cv2.MORPH_OPEN,
@@ -416,145 +432,3 @@ def detect_boxes(rgb: np.ndarray) -> RoiProposal:
     bar = detect_scale_bar(img)
     area = ultrasound_area_excluding(img, bar)
     return RoiProposal(area, color_box_excluding(img, area, bar), bar)
-
-
-@dataclass(frozen=True)
-class UltrasoundRegion:
-    """One item of a DICOM ``SequenceOfUltrasoundRegions`` (PS3.3 C.8.5.5.1)."""
-
-    box: Box
-    spatial_format: int
-    """RegionSpatialFormat: 1 is a 2D image; 2 M-mode, 3 spectral, 4 waveform, 5 graphics."""
-    data_type: int
-    """RegionDataType: 1 tissue, 2 color flow, 3–4 spectral Doppler, 10 ECG, 13–14 bars."""
-    mm_per_pixel: tuple[float, float] | None
-    """(x, y) pixel spacing in mm when both physical units are centimetres (code 3)."""
-
-
-REGION_2D = 1
-REGION_TISSUE = 1
-REGION_COLOR_FLOW = 2
-_UNITS_CM = 3
-
-
-def dicom_regions(header: dict[str, Any] | None) -> list[UltrasoundRegion]:
-    """The ultrasound regions a DICOM header declares, in pixel boxes; [] when it has none.
-
-    Items with missing or inverted corners are skipped rather than trusted. The region's
-    maxima are inclusive in DICOM, so the box's width is ``MaxX1 - MinX0 + 1``.
-    """
-    regions = []
-    for item in (header or {}).get("SequenceOfUltrasoundRegions") or []:
-        if not isinstance(item, dict):
-            continue
-        try:
-            x0, y0 = int(item["RegionLocationMinX0"]), int(item["RegionLocationMinY0"])
-            x1, y1 = int(item["RegionLocationMaxX1"]), int(item["RegionLocationMaxY1"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if x1 < x0 or y1 < y0 or x0 < 0 or y0 < 0:
-            continue
-        regions.append(
-            UltrasoundRegion(
-                Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
-                _int_or(item.get("RegionSpatialFormat"), 0),
-                _int_or(item.get("RegionDataType"), 0),
-                _mm_per_pixel(item),
-            )
-        )
-    return regions
-
-
-def _int_or(value: object, default: int) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-
-
-def _mm_per_pixel(item: dict[str, Any]) -> tuple[float, float] | None:
-    units = (item.get("PhysicalUnitsXDirection"), item.get("PhysicalUnitsYDirection"))
-    try:
-        dx, dy = float(item["PhysicalDeltaX"]), float(item["PhysicalDeltaY"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if any(_int_or(u, 0) != _UNITS_CM for u in units) or not (dx > 0 and dy > 0):
-        return None
-    return (10.0 * dx, 10.0 * dy)
-
-
-@dataclass(frozen=True)
-class RegionProposal:
-    """Every ultrasound view of a frame, its color box and bar, and where they came from."""
-
-    views: tuple[Box, ...]
-    """Ultrasound views, the main one first; empty when nothing was found."""
-    color_box: Box | None
-    scale_bar: Box | None
-    mm_per_pixel: tuple[float, float] | None
-    """Pixel spacing of the main view from the DICOM regions; None when not calibrated."""
-    source: str
-    """"dicom" (regions in the header), "pixels" (image analysis) or "none" (nothing found)."""
-
-
-def propose_regions(pixels: np.ndarray, header: dict[str, Any] | None = None) -> RegionProposal:
-    """Views, color box and scale bar of one frame: what the DICOM says first, pixels otherwise.
-
-    A declared 2D region is trusted when the image fills it; when the visible image covers
-    clearly less (a region drawn for the whole screen area around a small fan), the region
-    is shrunk to what is visible. Nothing found is a valid answer (the reader draws by hand),
-    never an exception.
-    """
-    img = to_rgb_u8(pixels)
-    height, width = img.shape[:2]
-    bar = detect_scale_bar(img)
-    regions = [
-        r
-        for r in dicom_regions(header)
-        if r.spatial_format == REGION_2D and r.box.inside(width, height) and r.box.area > 0
-    ]
-    spacing = None
-    if regions:
-        background = _background_level(img)
-        views = [_visible_part(img, r.box, background) for r in regions]
-        spacing = regions[0].mm_per_pixel
-        source = "dicom"
-    else:
-        try:
-            views = ultrasound_views(img, bar)
-        except NoImageContentError:
-            return RegionProposal((), None, bar, None, "none")
-        source = "pixels"
-    color = None
-    for view in views:
-        color = color_box_excluding(img, view, bar)
-        if color is not None:
-            break
-    return RegionProposal(tuple(views), color, bar, spacing, source)
-
-
-def _background_level(img: np.ndarray) -> int:
-    """The screen's background gray: the commonest value on the frame's outer border."""
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel()])
-    return int(np.bincount(np.concatenate([border, gray[:, -2:].ravel()])).argmax())
-
-
-def _visible_part(img: np.ndarray, region: Box, background: int) -> Box:
-    """``region`` shrunk to the part that differs from the background, if clearly smaller.
-
-    Any difference counts, however faint: the fan of a probe in air may sit only one gray
-    level above the screen. A pixel is visible image where most of its neighbourhood
-    differs (so lossy-compression ringing around text does not count), and thin marks
-    (depth ticks, text) are erased by an opening.
-    """
-    gray = cv2.cvtColor(img[region.y : region.y2, region.x : region.x2], cv2.COLOR_RGB2GRAY)
-    differs = (gray != background).astype(np.float32)
-    n, labels, stats = _dense_components(differs, window=min(gray.shape) / 16)
-    if n < 2:
-        return region
-    largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = cv2.boundingRect((largest & (differs > 0)).astype(np.uint8))
-    if w * h >= VISIBLE_SHARE_TRUSTED * region.area or min(w, h) < MIN_VIEW_SIDE:
-        return region
-    return Box(region.x + x, region.y + y, w, h)

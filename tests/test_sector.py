@@ -1,0 +1,110 @@
+"""Sector geometry (core.imaging.sector): the whole fan from its visible part.
+
+The screens are built here: a phased-array fan whose far field and sides are black (a
+heart's chambers), with a depth ruler beside it; a linear probe's rectangle and a curved
+panorama, which are not sectors; and a DICOM region around a faint fan of a probe in air.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from core.common.boxes import Box
+from core.imaging.regions import propose_regions
+from core.imaging.sector import Sector, depth_rulers, fit_sector
+
+APEX = (320, 60)
+RADIUS = 360
+HALF_ANGLE = math.radians(45)
+TRUE_FAN = Sector(APEX, -HALF_ANGLE, HALF_ANGLE, RADIUS, APEX[1]).box(640, 480)
+
+
+def _fan_mask(height: int, width: int, radius: float, half_angle: float) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    dx, dy = xx - APEX[0], yy - APEX[1]
+    return (np.hypot(dx, dy) <= radius) & (np.abs(np.arctan2(dx, dy)) <= half_angle) & (dy > 0)
+
+
+def _dark_fan_screen(ruler: bool) -> np.ndarray:
+    """A fan whose echoes reach only 75 % of its depth, with a black chamber in it: below,
+    the far field is as black as the screen."""
+    rng = np.random.default_rng(3)
+    height, width = 480, 640
+    visible = _fan_mask(height, width, 0.75 * RADIUS, HALF_ANGLE)
+    speckle = np.clip(rng.rayleigh(40.0, (height, width)), 0, 255)
+    gray = np.where(visible, speckle, 0).astype(np.uint8)
+    cv2.ellipse(gray, (330, 230), (70, 50), 0, 0, 360, 0, -1)
+    cv2.putText(gray, "PATIENT NAME 01/02/2003", (20, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
+    if ruler:  # a tick per cm from the apex row down to the fan's full depth
+        for y in np.linspace(APEX[1], APEX[1] + RADIUS - 1, 16):
+            gray[int(y) - 1 : int(y) + 1, 590:596] = 220
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def test_a_fan_with_a_dark_far_field_reaches_the_ruler_depth() -> None:
+    found = propose_regions(_dark_fan_screen(ruler=True))
+    assert found.source == "pixels"
+    assert found.views[0].iou(TRUE_FAN) >= 0.9, found.views
+
+
+def test_without_a_ruler_the_fan_ends_where_its_echoes_end() -> None:
+    view = propose_regions(_dark_fan_screen(ruler=False)).views[0]
+    assert view.iou(TRUE_FAN) < 0.8
+    assert abs(view.y2 - (APEX[1] + 0.75 * RADIUS)) <= 6
+    assert view.w == pytest.approx(2 * 0.75 * RADIUS * math.sin(HALF_ANGLE), rel=0.05)
+
+
+def test_rectangle_and_curved_panorama_are_not_sectors() -> None:
+    rectangle = np.zeros((300, 400), bool)
+    rectangle[40:280, 60:340] = True
+    assert fit_sector(rectangle) is None
+    yy, xx = np.mgrid[:400, :800]
+    distance = np.hypot(xx - 400, yy - 900)  # a rainbow: centre far below the screen
+    panorama = (distance <= 850) & (distance >= 550) & (yy < 380)
+    assert fit_sector(panorama) is None
+
+
+def test_depth_rulers_need_evenly_spaced_ticks() -> None:
+    gray = np.zeros((400, 200), np.uint8)
+    for y in range(20, 380, 30):
+        gray[y : y + 2, 100:106] = 200
+    for y in (20, 40, 130, 150, 330):  # uneven marks: text or calipers, not a ruler
+        gray[y : y + 2, 20:26] = 200
+    rulers = depth_rulers(gray)
+    assert len(rulers) == 1
+    assert rulers[0][0] == pytest.approx(102.5) and rulers[0][1][-1] == 351
+
+
+def test_a_faint_fan_in_a_dicom_region_is_found_whole() -> None:
+    """A probe in air: bright rings at the probe face, then sparse speckle one gray level
+    above the screen. The declared region is the whole screen area."""
+    rng = np.random.default_rng(5)
+    height, width = 600, 800
+    gray = np.ones((height, width), np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    distance = np.hypot(xx - 400, yy - 40)
+    fan = (distance >= 80) & (distance <= 480) & (np.abs(np.arctan2(xx - 400, yy - 40)) < 0.9)
+    rings = fan & (distance <= 150)
+    gray[rings] = np.clip(rng.normal(160, 40, rings.sum()), 0, 255).astype(np.uint8)
+    sparse = fan & ~rings & (rng.random((height, width)) < 0.06)
+    gray[sparse] = 6
+    truth = Box(*cv2.boundingRect(fan.astype(np.uint8)))
+    header = {
+        "SequenceOfUltrasoundRegions": [
+            {
+                "RegionLocationMinX0": 0,
+                "RegionLocationMinY0": 20,
+                "RegionLocationMaxX1": width - 1,
+                "RegionLocationMaxY1": height,  # one row past the frame, as some scanners write
+                "RegionSpatialFormat": 1,
+                "RegionDataType": 1,
+            }
+        ]
+    }
+    found = propose_regions(np.repeat(gray[:, :, None], 3, axis=2), header)
+    assert found.source == "dicom"
+    assert found.views[0].iou(truth) >= 0.85, (found.views, truth)
