@@ -33,7 +33,7 @@ from bench.timing import print_table
 LIMIT_MB = 400
 MAX_GROWTH = 1.2
 LARGE_MP = 40
-"""Megapixels of each large image: 6324 × 6324, just under ``core.imaging.imageio.MAX_PIXELS``."""
+"""Megapixels of each large image: 6324 × 6324, just under ``decoded.MAX_PIXELS``."""
 ROOT = Path(__file__).resolve().parents[1]
 
 

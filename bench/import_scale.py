@@ -35,7 +35,7 @@ from db.migrate import upgrade
 
 MAX_RATIO = 1.5
 SIDE = 32
-"""The smallest image the importer accepts (``core.imaging.imageio.MIN_SIDE``)."""
+"""The smallest image the importer accepts (``core.imaging.decoded.MIN_SIDE``)."""
 
 
 def tiny_png(index: int) -> bytes:

@@ -13,13 +13,8 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from core.imaging.imageio import (
-    MAX_PIXELS,
-    MIN_SIDE,
-    ImageReadError,
-    decode_image,
-    sniff_format,
-)
+from core.imaging.decoded import MIN_SIDE
+from core.imaging.imageio import MAX_PIXELS, ImageReadError, decode_image, sniff_format
 from scripts.make_bad_corpus import forged_png
 from tests.dicom_factory import COLS, ROWS, expected_pixels, make_dicom
 
