@@ -371,6 +371,18 @@ def test_a_job_whose_process_died_is_reported_failed(agreed_demo):
     )
 
 
+def test_a_cohort_job_starts_where_the_core_package_imports(data_dir):
+    """The job is ``python -m core predict``: its working folder and PYTHONPATH must be the
+    project root (the folder holding ``core/``), wherever the service module itself lives."""
+    import os
+
+    from core.services.review import prediction_root, start_predict_job
+
+    started = start_predict_job(8, argv=[sys.executable, "-c", "import core.services"])
+    _, status = os.waitpid(started.pid, 0)
+    assert status == 0, (prediction_root() / "run-8" / "job.log").read_text()
+
+
 # ---------------------------------------------------------------------------------------
 # Second reader
 
