@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Grade, Image, Patient, Prediction, TrainingRun
+from db.models import Grade, Image, Patient, Prediction, RunGroup, TrainingRun
 
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
@@ -60,6 +60,31 @@ def active_runs(session: Session) -> list[TrainingRun]:
             .order_by(TrainingRun.id)
         )
     )
+
+
+def group_runs(session: Session, group_id: int) -> list[TrainingRun]:
+    """The runs submitted together as one group, in submission order."""
+    query = select(TrainingRun).where(TrainingRun.group_id == group_id).order_by(TrainingRun.id)
+    return list(session.scalars(query))
+
+
+def recent_groups(session: Session, limit: int = 5) -> list[RunGroup]:
+    """The newest run groups (grids, k-fold runs fanned out over workers)."""
+    return list(session.scalars(select(RunGroup).order_by(RunGroup.id.desc()).limit(limit)))
+
+
+def group_progress(runs: Sequence[TrainingRun]) -> tuple[float, str]:
+    """A group's fraction done (mean of its runs' progress) and counts by status."""
+    if not runs:
+        return 0.0, "no runs"
+    fractions = [progress_summary(run)[0] for run in runs]
+    done = sum(run.status == "done" for run in runs)
+    bits = [f"{done} of {len(runs)} runs done"]
+    for status in ("running", "queued", "failed", "cancelled"):
+        count = sum(run.status == status for run in runs)
+        if count:
+            bits.append(f"{count} {status}")
+    return sum(fractions) / len(fractions), " · ".join(bits)
 
 
 def run_history(run: TrainingRun) -> list[dict[str, Any]]:

@@ -1,12 +1,13 @@
 """Training (admins): start a run in the background and watch it, live, from the database.
 
 The page keeps no state of its own: the run rows are the truth, so a reload, a second tab
-or another admin sees the same progress (``core.services.jobs`` starts the process; ``db.runs``
-reads it back).
+or another admin sees the same progress (``core.services.job_backends`` starts the run as a
+local process or a Redis Queue job; ``db.runs`` reads it back).
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.learning.dataset import TASKS, task_title
@@ -21,19 +22,24 @@ from core.learning.weights import (
     user_weights_dir,
 )
 from core.report.table1 import ARCH_NAMES
-from core.services.jobs import (
-    MAX_CONCURRENT_ENV,
-    cancel_run,
-    max_concurrent_runs,
-    reap_dead_runs,
-    submit_run,
+from core.services import job_backends, rq_jobs
+from core.services.jobs import MAX_CONCURRENT_ENV, max_concurrent_runs
+from db.runs import (
+    FINISHED_STATUSES,
+    active_runs,
+    group_progress,
+    group_runs,
+    list_runs,
+    progress_summary,
+    recent_groups,
 )
-from db.runs import FINISHED_STATUSES, active_runs, list_runs, progress_summary
 from pages.components import get_db, require_admin, runs_table, show_table
 
 require_admin()
 db = get_db()
 st.title("Training")
+on_workers = job_backends.backend_name() == "rq"
+QUEUE_AUTO = "auto"
 
 
 def parse_sizes(text: str) -> tuple[int, int, int] | None:
@@ -114,6 +120,15 @@ with st.form("new_run"):
         help="Single split only. The study's test set was enriched: 9 sarcopenic of 20.",
     )
     augment = st.checkbox("Augment training images", value=True)
+    queue = QUEUE_AUTO
+    if on_workers:
+        queue = st.radio(
+            "Workers' queue",
+            (QUEUE_AUTO, *rq_jobs.QUEUES),
+            horizontal=True,
+            help="auto: gpu for full mode, cpu for fast mode. A k-fold run becomes one job "
+            "per fold, so several workers train its folds at once.",
+        )
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -136,8 +151,16 @@ if submitted:
         st.error("The run was not started.")
         st.text(str(exc))
     else:
-        run_id = submit_run(db, settings)
-        st.success(f"Run {run_id} queued; it starts in the background when a slot is free.")
+        try:
+            run_ids = job_backends.submit_runs(
+                db, [settings], queue=None if queue == QUEUE_AUTO else queue
+            )
+        except rq_jobs.QueueUnavailableError as exc:
+            st.error("The run was not started: the job queue cannot be reached.")
+            st.text(str(exc))
+        else:
+            ids = ", ".join(map(str, run_ids))
+            st.success(f"Run {ids} queued; training starts in the background when a slot is free.")
 
 
 @st.fragment(run_every=1.0)
@@ -147,15 +170,19 @@ def live_runs() -> None:
     Each poll also checks that the trainers are alive: a killed one is failed within a
     second, and the next queued run starts in its slot.
     """
-    reap_dead_runs(db)
+    job_backends.reap(db)
     with db.read() as session:
         runs = active_runs(session)
         recent = list_runs(session, statuses=FINISHED_STATUSES, limit=5)
+        groups = [(group, group_runs(session, group.id)) for group in recent_groups(session)]
     st.subheader("Queued and running")
-    st.caption(
-        f"At most {max_concurrent_runs()} run(s) train at once ({MAX_CONCURRENT_ENV}); "
-        "the others wait in the queue and start on their own."
-    )
+    if on_workers:
+        show_workers()
+    else:
+        st.caption(
+            f"At most {max_concurrent_runs()} run(s) train at once ({MAX_CONCURRENT_ENV}); "
+            "the others wait in the queue and start on their own."
+        )
     if not runs:
         st.caption("No run is queued or training.")
     for run in runs:
@@ -163,19 +190,61 @@ def live_runs() -> None:
         with st.container(border=True):
             mode = (run.settings or {}).get("mode")
             arch_name = ARCH_NAMES.get(run.arch, run.arch)
-            st.text(f"{task_title(run.task)} · {arch_name} · {mode} mode · {run.status}")
+            where = f" · {run.queue} queue" if run.queue else ""
+            where += f" · on {run.worker}" if run.worker and run.status == "running" else ""
+            st.text(f"{task_title(run.task)} · {arch_name} · {mode} mode · {run.status}{where}")
             st.progress(fraction, text=text)
             if run.cancel_requested:
                 st.caption("Cancel requested; the run stops within a second.")
             elif st.button("Cancel", key=f"cancel_{run.id}"):
-                cancel_run(db, run.id)
+                job_backends.cancel(db, run.id)
                 st.rerun(scope="fragment")
+    if groups:
+        show_groups(groups)
     st.subheader("Recently finished")
     if recent:
         columns = ["id", "task", "arch", "mode", "status", "test_auc", "seconds", "error"]
         show_table(runs_table(recent)[columns], hide_index=True)
+        retry_buttons([run for run in recent if run.status in job_backends.RETRYABLE])
     else:
         st.caption("No finished run yet.")
+
+
+def show_workers() -> None:
+    """The Redis Queue workers alive now, and what each is doing."""
+    try:
+        workers = job_backends.workers() or []
+    except rq_jobs.QueueUnavailableError as exc:
+        st.error("The job queue cannot be reached; runs wait until it is back.")
+        st.text(str(exc))
+        return
+    st.caption(
+        f"{len(workers)} worker(s) alive. Runs wait in their queue until a worker takes them; "
+        "start one with `python -m core worker`."
+    )
+    if workers:
+        show_table(pd.DataFrame(workers), hide_index=True)
+
+
+def show_groups(groups: list) -> None:
+    """Runs submitted together (a grid, a k-fold run over workers), with their progress."""
+    st.subheader("Groups")
+    for group, members in groups:
+        fraction, text = group_progress(members)
+        st.progress(fraction, text=f"Group {group.id} · {group.name} · {text}")
+
+
+def retry_buttons(runs: list) -> None:
+    """One click queues a failed or cancelled run again with the same settings."""
+    for run in runs:
+        if st.button(f"Retry run {run.id}", key=f"retry_{run.id}"):
+            try:
+                job_backends.retry_run(db, run.id)
+            except (ValueError, rq_jobs.QueueUnavailableError) as exc:
+                st.error("The run was not queued again.")
+                st.text(str(exc))
+            else:
+                st.rerun(scope="fragment")
 
 
 live_runs()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.cli import train as train_cli
 from core.cli.train import add_train_parser, settings_from_args, study_grid
 from core.common import config
 from core.learning.train import TrainSettings, process_tag
@@ -298,7 +299,7 @@ def test_cli_trains_in_the_foreground_and_prints_a_summary(db, capsys, monkeypat
         _set(db, run_id, status="done", metrics={"test": {"auc": 0.75}, "val": {"auc": 0.5}})
         return "done"
 
-    monkeypatch.setattr(jobs, "run_training", fake_training)
+    monkeypatch.setattr(train_cli, "run_training", fake_training)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     command = "train --task sarcopenia_swe --arch resnet50 --weights none --input-size 32"
     extra = ["--sizes", "11,5,5", "--epochs", "3", "--test-positives", "2"]

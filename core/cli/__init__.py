@@ -24,6 +24,7 @@ from core.cli.predict import add_predict_parser
 from core.cli.report import add_report_parser
 from core.cli.train import add_train_parser
 from core.cli.weights import add_weights_parser
+from core.cli.worker import add_worker_parser
 from core.common.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_backup_parser,
         add_migrate_db_parser,
         add_report_parser,
+        add_worker_parser,
     ):
         add_group(sub)
     for command in sub.choices.values():

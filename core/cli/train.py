@@ -20,6 +20,7 @@ from core.learning.train import (
     TrainSettings,
     run_training,
 )
+from core.services import job_backends, rq_jobs
 from core.services.database import open_database
 from core.services.jobs import (
     MAX_CONCURRENT_ENV,
@@ -31,11 +32,10 @@ from core.services.jobs import (
     dispatch_queue,
     log_path,
     max_concurrent_runs,
-    reap_dead_runs,
-    submit_run,
 )
 from db.engine import Database
 from db.models import TrainingRun
+from db.runs import FINISHED_STATUSES, group_progress
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,6 +86,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     what.add_argument("--run-id", type=int, help=argparse.SUPPRESS)
     what.add_argument("--worker", action="store_true", help="train every queued run, then exit")
     what.add_argument("--background", action="store_true", help="queue the run and return at once")
+    p.add_argument(
+        "--queue",
+        choices=rq_jobs.QUEUES,
+        default=None,
+        help="with SARCOPENIA_REDIS_URL: the workers' queue (default gpu for full mode, "
+        "cpu for fast mode)",
+    )
     p.set_defaults(handler=cmd_train)
     return p
 
@@ -203,6 +210,48 @@ def _foreground(db: Database, store: Any, settings: TrainSettings) -> int:
     return run_id
 
 
+def _group_name(args: argparse.Namespace, grid: Sequence[TrainSettings]) -> str | None:
+    if args.all:
+        return "study grid"
+    if grid[0].k_folds >= 2:
+        return f"{grid[0].task} {grid[0].arch} {grid[0].k_folds}-fold"
+    return None
+
+
+def _on_workers(db: Database, grid: Sequence[TrainSettings], args: argparse.Namespace) -> int:
+    """Queue ``grid`` on the Redis Queue (one job per run and fold) and follow it here.
+
+    Ctrl-C stops the following, not the runs: the workers go on.
+    """
+    try:
+        run_ids = job_backends.submit_runs(
+            db, grid, queue=args.queue, group_name=_group_name(args, grid)
+        )
+    except (rq_jobs.QueueUnavailableError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"Queued {len(run_ids)} run(s) for the workers: {', '.join(map(str, run_ids))}.")
+    if args.background:
+        return 0
+    bar = terminal_bar(total=1.0, desc="runs", bar_format="{l_bar}{bar}| {postfix}")
+    try:
+        while True:
+            job_backends.reap(db)
+            with db.read() as session:
+                runs = [session.get(TrainingRun, r) for r in run_ids]
+                fraction, text = group_progress(runs)
+                finished = all(run.status in FINISHED_STATUSES for run in runs)
+            bar.n = round(fraction, 4)
+            bar.set_postfix_str(text, refresh=True)
+            if finished:
+                break
+            time.sleep(1.0)
+    finally:
+        bar.close()
+    print(summary_table(db, run_ids))
+    with db.read() as session:
+        return 0 if all(session.get(TrainingRun, r).status == "done" for r in run_ids) else 1
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -250,7 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     db = open_database()
     if fresh:
         _require_patients(db)
-    reaped = reap_dead_runs(db)
+    reaped = job_backends.reap(db)
     if reaped:
         print(f"Marked {reaped} run(s) failed whose training process had ended.")
     store = ImageStore(config.images_dir())
@@ -277,8 +326,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(summary_table(db, run_ids) if run_ids else "No queued run to train.")
         return 0
 
+    if job_backends.backend_name() == "rq":
+        return _on_workers(db, grid, args)
     if args.background:
-        run_id = submit_run(db, grid[0])
+        run_id = job_backends.submit_runs(db, grid)[0]
         print(f"Queued run {run_id}; progress in the app or in {log_path(run_id)}.")
         return 0
     run_ids = [_foreground(db, store, settings) for settings in grid]

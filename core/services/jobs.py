@@ -1,4 +1,8 @@
-"""Training runs as background jobs: create, queue, start, cancel, reap, delete; and the CLI.
+"""Training runs as local background jobs: create, queue, start, cancel, reap, delete.
+
+This is the ``local`` backend (``core.services.job_backends`` chooses it when no Redis is
+configured; runs on Redis Queue workers are ``core.services.rq_jobs``). The dispatcher and
+its limit only ever start runs whose ``backend`` is ``local``.
 
 Design (one workstation, or several machines on one shared database):
 
@@ -51,7 +55,7 @@ START_GRACE_S: Final = 60.0
 WAIT_POLL_S: Final = 5.0
 STUDY_TASKS: Final = ("sarcopenia_gsu", "sarcopenia_swe", "echogenicity_gsu")
 """The study's three tasks (Yi et al. 2022), each trained with every architecture."""
-PROJECT_ROOT: Final = Path(__file__).absolute().parents[1]
+PROJECT_ROOT: Final = Path(__file__).absolute().parents[2]
 
 
 class RunActiveError(RuntimeError):
@@ -136,6 +140,8 @@ def _is_dead(run: TrainingRun) -> bool:
 
 
 _UNFINISHED = select(TrainingRun).where(TrainingRun.status.in_(("running", "queued")))
+_LOCAL = TrainingRun.backend == "local"
+_LOCAL_QUEUED = select(TrainingRun).where(TrainingRun.status == "queued", _LOCAL)
 
 
 def _fail_dead_runs(db: Database) -> int:
@@ -182,7 +188,8 @@ def reap_dead_runs(db: Database, launch: Callable[[int, Database], int] | None =
     """
     failed = _fail_dead_runs(db)
     with db.read() as session:
-        waits = _queue_waits(session.scalars(_UNFINISHED).all(), utcnow(), max_concurrent_runs())
+        local = session.scalars(_UNFINISHED.where(_LOCAL)).all()
+        waits = _queue_waits(local, utcnow(), max_concurrent_runs())
     if waits:
         dispatch_queue(db, launch or start_run_process)
     return failed
@@ -192,29 +199,34 @@ def reap_dead_runs(db: Database, launch: Callable[[int, Database], int] | None =
 # Creating and starting runs
 
 
+def new_run(settings: TrainSettings, **fields: Any) -> TrainingRun:
+    """An unsaved ``queued`` run row for ``settings`` (``fields``: backend, queue, group)."""
+    return TrainingRun(
+        task=settings.task,
+        arch=settings.arch,
+        modality=settings.modality,
+        input_size=[list(size) for size in settings.input_sizes().values()],
+        settings=settings.to_dict(),
+        weights_source=settings.weights,
+        status="queued",
+        cancel_requested=False,
+        progress={"phase": "queued"},
+        **fields,
+    )
+
+
 def create_run(db: Database, settings: TrainSettings, *, owner_pid: int | None = None) -> int:
-    """A new ``queued`` run for ``settings``; returns its id.
+    """A new local ``queued`` run for ``settings``; returns its id.
 
     With ``owner_pid`` the run is reserved for that (running) process, which will train it
     itself: the dispatcher leaves it alone.
     """
 
     def work(session) -> int:
-        run = TrainingRun(
-            task=settings.task,
-            arch=settings.arch,
-            modality=settings.modality,
-            input_size=[list(size) for size in settings.input_sizes().values()],
-            settings=settings.to_dict(),
-            weights_source=settings.weights,
-            status="queued",
-            cancel_requested=False,
-        )
+        run = new_run(settings, backend="local")
         if owner_pid is not None:
             run.pid = owner_pid
             run.progress = {**process_tag(owner_pid), "phase": "starting"}
-        else:
-            run.progress = {"phase": "queued"}
         session.add(run)
         session.flush()
         return int(run.id)
@@ -264,7 +276,9 @@ def start_run_process(run_id: int, db: Database | None = None) -> int:
 
 
 def _running_count(session, exclude: int | None = None) -> int:
-    query = select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running")
+    query = (
+        select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running", _LOCAL)
+    )
     if exclude is not None:
         query = query.where(TrainingRun.id != exclude)
     return int(session.scalar(query) or 0)
@@ -280,9 +294,7 @@ def dispatch_queue(
 
     def reserve(session) -> list[int]:
         now = utcnow()
-        queued = session.scalars(
-            select(TrainingRun).where(TrainingRun.status == "queued").order_by(TrainingRun.id)
-        ).all()
+        queued = session.scalars(_LOCAL_QUEUED.order_by(TrainingRun.id)).all()
         busy = _running_count(session) + sum(_reserved(run, now) for run in queued)
         chosen: list[int] = []
         for run in queued:
@@ -322,6 +334,8 @@ def claim_run(db: Database, run_id: int, *, release_if_busy: bool = True) -> boo
         run = session.get(TrainingRun, run_id)
         if run is None or run.status != "queued" or run.cancel_requested:
             return False
+        if run.backend != "local":
+            return False
         if run.pid is not None and run.pid != tag["pid"] and _owner_alive(run):
             return False
         if _running_count(session, exclude=run_id) >= limit:
@@ -345,9 +359,7 @@ def claim_next(db: Database) -> int | None:
     with db.read() as session:
         candidates = [
             run.id
-            for run in session.scalars(
-                select(TrainingRun).where(TrainingRun.status == "queued").order_by(TrainingRun.id)
-            )
+            for run in session.scalars(_LOCAL_QUEUED.order_by(TrainingRun.id))
             if not run.cancel_requested and not _reserved(run, now)
         ]
     for run_id in candidates:
@@ -406,13 +418,17 @@ def delete_run(db: Database, run_id: int) -> None:
         session.delete(run)
         return path
 
-    model_path = db.write(work)
+    remove_model_file(db.write(work))
+    log_path(run_id).unlink(missing_ok=True)
+
+
+def remove_model_file(model_path: str | None) -> None:
+    """Delete a run's model file, but only inside the models folder, whatever the row says."""
     models = config.models_dir().resolve()
     if model_path:
         path = data_path(model_path).resolve()
         if path.is_relative_to(models) and path != models:
             path.unlink(missing_ok=True)
-    log_path(run_id).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------
