@@ -29,7 +29,7 @@ from PIL import Image
 from bench.real_corpus import DEFAULT_CORPUS
 from core.cases.importer import encode_png
 from core.imaging.imageio import decode_image, deidentified_dicom_bytes
-from core.imaging.pixel_deid import clean_upload, preview
+from core.imaging.upload_cleaning import clean_upload, preview
 
 PSEUDONYM = "RF-0042"
 STROKE = 24
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--figures",
         type=Path,
-        help="write each file's review picture (core.imaging.pixel_deid.preview)",
+        help="write each file's review picture (core.imaging.upload_cleaning.preview)",
     )
     args = parser.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():

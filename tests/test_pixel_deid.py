@@ -26,14 +26,9 @@ from bench.real_corpus import DEFAULT_CORPUS
 from core.cases.importer import encode_png
 from core.common.boxes import Box
 from core.imaging.imageio import ImageReadError, decode_image
-from core.imaging.pixel_deid import (
-    PREVIEW_COLOURS,
-    clean_pixels,
-    clean_upload,
-    looks_identifying,
-    preview,
-)
+from core.imaging.pixel_deid import Corrections, clean_pixels, looks_identifying
 from core.imaging.regions import RegionProposal
+from core.imaging.upload_cleaning import PREVIEW_COLOURS, clean_upload, preview
 
 PSEUDONYM = "RF-0042"
 
@@ -211,6 +206,40 @@ def test_header_words_are_blanked_wherever_they_are() -> None:
     assert not clean_pixels(img, proposal=PROPOSAL).blanked
     result = clean_pixels(img, proposal=PROPOSAL, tokens={"martin"})
     assert [line.reason for line in result.blanked] == ["identifying"]
+
+
+def test_the_admins_corrections_blank_more_and_restore_a_line() -> None:
+    img = _screen([("Knee Clinic", (10, 450)), ("Gain 54", (10, 250))])
+    img[25:45, 605:635] = 255  # a mark the OCR does not read as text
+    auto = clean_pixels(img, proposal=PROPOSAL)
+    gain = next(line.box for line in auto.blanked if line.text == "Gain 54")
+    missed = Box(600, 20, 60, 30)  # reaches past the right edge: cut to the frame
+    fixed = clean_pixels(img, proposal=PROPOSAL, corrections=Corrections((missed,), (gain,)))
+    reasons = {line.text: line.reason for line in fixed.blanked + fixed.kept}
+    assert reasons["Gain 54"] == "kept: by the admin"
+    assert reasons["Knee Clinic"] == "outside the views"
+    assert reasons[""] == "blanked by the admin"
+    assert (fixed.pixels[25:45, 605:635] == 0).all()
+    restored = (slice(gain.y, gain.y2), slice(gain.x, gain.x2))
+    np.testing.assert_array_equal(fixed.pixels[restored], img[restored])
+
+
+def test_without_ocr_only_the_admins_rectangles_go_and_a_dicom_claims_nothing(
+    corpus: Path,
+) -> None:
+    img = _screen([("DOE, JANE", (10, 450))])
+    assert clean_pixels(img, proposal=PROPOSAL, ocr=False).blanked == ()
+    drawn = clean_pixels(
+        img, proposal=PROPOSAL, ocr=False, corrections=Corrections((Box(0, 420, 200, 50),))
+    )
+    assert (drawn.pixels[420:470, :200] == 0).all()
+    data = (corpus / "images" / "dcm4che_YBR_FULL-RLE_Acuson.dcm").read_bytes()
+    decoded = decode_image(data, name="acuson.dcm", pseudonym=PSEUDONYM)
+    skipped = clean_upload(data, decoded, name="acuson.dcm", pseudonym=PSEUDONYM, ocr=False)
+    ds = dcmread(io.BytesIO(skipped.dicom))
+    assert skipped.cleaning.blanked == () and str(ds.PatientName) == PSEUDONYM
+    assert ds.get("BurnedInAnnotation") != "NO"
+    assert "113101" not in [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from core.cases.archive import Bundle, BundleError, ZipBundle
 from core.cases.manifest import CaseRecord, Problem, parse_manifest
 from core.common.store import ImageStore, Staging, sha256_hex
-from core.imaging import imageio, pixel_deid
+from core.imaging import imageio
+from core.imaging.pixel_deid import Corrections
+from core.imaging.upload_cleaning import clean_upload
 from db import audit
 from db.engine import Database
 from db.models import CtMeasurement, Image, Patient, Reader
@@ -101,15 +103,39 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
+@dataclass(frozen=True)
+class Cleaning:
+    """How an import cleans burned-in text: the admin's corrections from the import preview
+    (by file name as the manifest writes it), and whether to search the pixels for text."""
+
+    corrections: dict[str, Corrections] = field(default_factory=dict)
+    pixel_ocr: bool = True
+    """False only for images known to carry no burned-in text (see docs/deployment.md)."""
+
+
 def stage_image(
-    data: bytes, *, name: str, modality: str, pseudonym: str, staging: Staging
+    data: bytes,
+    *,
+    name: str,
+    modality: str,
+    pseudonym: str,
+    staging: Staging,
+    cleaning: Cleaning | None = None,
 ) -> StagedImage:
     """Decode and de-identify one file and stage what the store will keep.
 
     The decoded pixels are dropped on return. Raises ImageReadError.
     """
+    how = cleaning or Cleaning()
     decoded = imageio.decode_image(data, name=name, pseudonym=pseudonym)
-    clean = pixel_deid.clean_upload(data, decoded, name=name, pseudonym=pseudonym)
+    clean = clean_upload(
+        data,
+        decoded,
+        name=name,
+        pseudonym=pseudonym,
+        corrections=how.corrections.get(name),
+        ocr=how.pixel_ocr,
+    )
     if clean.dicom is not None:
         stored, suffix = clean.dicom, ".dcm"
     else:
@@ -153,7 +179,7 @@ def _existing(db: Database, codes: list[str], hashes: list[str]) -> tuple[dict, 
 
 
 def _prepare_case(
-    bundle: Bundle, manifest: str, record: CaseRecord, staging: Staging
+    bundle: Bundle, manifest: str, record: CaseRecord, staging: Staging, cleaning: Cleaning
 ) -> tuple[PreparedCase, list[Problem]]:
     case = PreparedCase(record)
     problems = []
@@ -172,6 +198,7 @@ def _prepare_case(
                     modality=modality,
                     pseudonym=record.code,
                     staging=staging,
+                    cleaning=cleaning,
                 )
             )
         except (imageio.ImageReadError, BundleError) as exc:
@@ -236,7 +263,11 @@ def _classify(
 
 
 def check_bundle(
-    bundle: Bundle, db: Database, staging: Staging, progress: Progress | None = None
+    bundle: Bundle,
+    db: Database,
+    staging: Staging,
+    progress: Progress | None = None,
+    cleaning: Cleaning | None = None,
 ) -> tuple[list[PreparedCase], list[PreparedCase], list[Problem]]:
     """Validate and stage everything; returns (new cases, cases already present, problems).
 
@@ -247,7 +278,9 @@ def check_bundle(
     prepared: list[PreparedCase] = []
     pixels = 0
     for index, record in enumerate(records):
-        case, case_problems = _prepare_case(bundle, manifest, record, staging)
+        case, case_problems = _prepare_case(
+            bundle, manifest, record, staging, cleaning or Cleaning()
+        )
         pixels += sum(image.pixels for image in case.images)
         if pixels > MAX_BUNDLE_PIXELS:
             raise _too_many_pixels(record.row)
@@ -345,13 +378,14 @@ def import_bundle(
     skip_invalid: bool = False,
     actor_name: str | None = None,
     progress: Progress | None = None,
+    cleaning: Cleaning | None = None,
 ) -> ImportReport:
     """Check then import a bundle; see the module docstring for the all-or-nothing rule."""
     report = ImportReport()
     staging = store.staging()
     try:
         try:
-            new, present, problems = check_bundle(bundle, db, staging, progress)
+            new, present, problems = check_bundle(bundle, db, staging, progress, cleaning)
         except BundleError as exc:
             report.problems.append(Problem(str(exc)))
             return report
@@ -394,6 +428,7 @@ def import_upload(
     skip_invalid: bool = False,
     actor_name: str | None = None,
     progress: Progress | None = None,
+    cleaning: Cleaning | None = None,
 ) -> ImportReport:
     """``import_bundle`` on an uploaded zip; an unreadable zip becomes the report's problem.
 
@@ -411,4 +446,5 @@ def import_upload(
             skip_invalid=skip_invalid,
             actor_name=actor_name,
             progress=progress,
+            cleaning=cleaning,
         )

@@ -14,12 +14,13 @@ is still blanked whole. Three rules decide what goes:
   proposal wrongly reaches into it.
 
 Blanked pixels take the colour of the panel around them. The views come from
-:func:`core.imaging.regions.propose_regions`; the admin can still correct them before storing.
+:func:`core.imaging.regions.propose_regions`. The admin sees the result at import and can
+correct it (:class:`Corrections`: blank a rectangle more, leave a blanked line as it was);
+:mod:`core.imaging.upload_cleaning` applies it to a whole upload (every frame of a DICOM).
 """
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from dataclasses import dataclass
@@ -29,21 +30,8 @@ import cv2
 import numpy as np
 import pytesseract
 from PIL import Image
-from pydicom.dataset import Dataset
-from pydicom.filereader import dcmread
-from pydicom.filewriter import dcmwrite
-from pydicom.pixels import pixel_array
-from pydicom.uid import (
-    JPEG2000,
-    ExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSNearLossless,
-)
 
 from core.common.boxes import Box
-from core.imaging.deid import KEEP, KEPT, deidentify_in_place, header_to_json, mark_pixels_cleaned
-from core.imaging.imageio import DecodedImage, ImageReadError
 from core.imaging.regions import RegionProposal, propose_regions
 from core.imaging.roi_detect import chroma
 
@@ -101,6 +89,16 @@ class TextLine:
 
 
 @dataclass(frozen=True)
+class Corrections:
+    """The admin's changes to one image's automatic cleaning, made in the import preview."""
+
+    blank: tuple[Box, ...] = ()
+    """Rectangles to blank as well: text the OCR missed."""
+    keep: tuple[Box, ...] = ()
+    """Boxes of automatically blanked lines to leave as they are: image or scale, not PHI."""
+
+
+@dataclass(frozen=True)
 class PixelCleaning:
     """What :func:`clean_pixels` did to one frame: the cleaned pixels and the evidence."""
 
@@ -128,29 +126,39 @@ def clean_pixels(
     *,
     tokens: set[str] | None = None,
     proposal: RegionProposal | None = None,
+    corrections: Corrections | None = None,
+    ocr: bool = True,
 ) -> PixelCleaning:
     """Blank burned-in identifying text from one decoded frame; ``pixels`` is not changed.
 
     ``header`` is the de-identified header (for the ultrasound regions); ``tokens`` the
     original identifying words (:func:`identifying_tokens`); ``proposal`` replaces the
-    automatic view proposal, e.g. once the admin corrected it.
+    automatic view proposal; ``corrections`` are the admin's. ``ocr=False`` skips the text
+    search (about a second per image) for images known to carry no text: only the
+    corrections' rectangles are blanked.
     """
     started = time.perf_counter()
     if proposal is None:
         proposal = propose_regions(pixels, header)
+    fixes = corrections or Corrections()
     rgb = pixels if pixels.ndim == 3 else np.stack([pixels] * 3, axis=-1)
-    gray8 = _gray8(rgb)
-    background = _background(gray8)
-    lines = _text_lines(gray8, rgb, proposal.views, background)
+    gray = gray8(rgb)
+    lines = _text_lines(gray, rgb, proposal.views, _background(gray)) if ocr else []
     blanked: list[TextLine] = []
     kept: list[TextLine] = []
-    height = gray8.shape[0]
+    height = gray.shape[0]
     for text, box, confidence in lines:
         reason = _blank_reason(text, box, confidence, proposal, height, tokens or set())
+        if not reason.startswith("kept") and box in fixes.keep:
+            reason = "kept: by the admin"
         if reason.startswith("kept"):
             kept.append(TextLine(text, box, reason))
         else:
-            blanked.append(TextLine(text, box, reason, _local_background(gray8, box)))
+            blanked.append(TextLine(text, box, reason, _local_background(gray, box)))
+    for drawn in fixes.blank:
+        box = _within(drawn, gray.shape[1], height)
+        if box.area:
+            blanked.append(TextLine("", box, "blanked by the admin", _local_background(gray, box)))
     out = np.array(pixels, copy=True)
     for line in blanked:
         out[line.box.y : line.box.y2, line.box.x : line.box.x2] = pixels[line.fill_from]
@@ -158,7 +166,15 @@ def clean_pixels(
     return PixelCleaning(out, tuple(blanked), tuple(kept), proposal, time.perf_counter() - started)
 
 
-def _gray8(rgb: np.ndarray) -> np.ndarray:
+def _within(box: Box, width: int, height: int) -> Box:
+    """``box`` cut to the frame: an admin's rectangle may reach past its edge."""
+    x0, y0 = min(max(0, box.x), width), min(max(0, box.y), height)
+    x1, y1 = min(max(x0, box.x2), width), min(max(y0, box.y2), height)
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def gray8(rgb: np.ndarray) -> np.ndarray:
+    """8-bit gray of an RGB frame of any integer depth (scaled by its maximum)."""
     if rgb.dtype != np.uint8:
         top = max(int(rgb.max()), 1)
         rgb = (rgb.astype(np.float32) * (255.0 / top)).astype(np.uint8)
@@ -372,151 +388,3 @@ def _is_depth_label(text: str, box: Box, views: tuple[Box, ...]) -> bool:
         if beside and box.y >= view.y - box.h and box.y2 <= view.y2 + box.h:
             return True
     return False
-
-
-_LOSSY_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLossless})
-_TOKEN_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
-
-
-def header_tokens(ds: Dataset) -> set[str]:
-    """Identifying words of an original (not yet de-identified) DICOM header.
-
-    Every text value the header de-identification removes counts (names, IDs, institution,
-    descriptions), at any depth: if it is burned in too, it goes wherever it is.
-    """
-    kept = {k.keyword for k in KEPT if k.action == KEEP}
-    values: list[str] = []
-
-    def collect(_ds: Dataset, elem: Any) -> None:
-        if elem.VR in _TOKEN_VRS and elem.keyword not in kept and elem.value:
-            values.extend(str(v) for v in (elem.value if elem.VM > 1 else [elem.value]))
-
-    ds.walk(collect)
-    return identifying_tokens(values)
-
-
-@dataclass(frozen=True)
-class CleanUpload:
-    """What the store keeps of one upload once its burned-in text is blanked."""
-
-    cleaning: PixelCleaning
-    dicom: bytes | None
-    """The de-identified DICOM file with cleaned pixels (None for PNG/JPEG/TIFF)."""
-    header: dict[str, Any] | None
-    """The de-identified header, now saying BurnedInAnnotation=NO and 113101."""
-
-    @property
-    def pixels(self) -> np.ndarray:
-        return self.cleaning.pixels
-
-
-def clean_upload(data: bytes, decoded: DecodedImage, *, name: str, pseudonym: str) -> CleanUpload:
-    """Blank burned-in text of one decoded upload; for DICOM, re-encode every frame.
-
-    The boxes found on the decoded frame are blanked in all frames of a cine file (scanners
-    print the banner at the same place on each). A cleaned DICOM is stored uncompressed
-    (Explicit VR Little Endian, YBR converted to RGB), so the blanking is exact.
-    """
-    if decoded.source_format != "dicom":
-        return CleanUpload(_clean_or_refuse(decoded.pixels, None, set(), name), None, None)
-    if not pseudonym:
-        raise ValueError("a stored DICOM must carry the patient's pseudonym; got an empty one")
-    ds = _read(data, name)
-    cleaning = _clean_or_refuse(decoded.pixels, decoded.dicom_header, header_tokens(ds), name)
-    deidentify_in_place(ds, pseudonym=pseudonym)
-    if cleaning.blanked:
-        _blank_all_frames(ds, decoded, cleaning, name)
-    mark_pixels_cleaned(ds)
-    buf = io.BytesIO()
-    try:
-        dcmwrite(buf, ds, enforce_file_format=True)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ImageReadError(name, f"the cleaned DICOM cannot be written ({exc})") from exc
-    return CleanUpload(cleaning, buf.getvalue(), header_to_json(ds))
-
-
-def _clean_or_refuse(
-    pixels: np.ndarray, header: dict[str, Any] | None, tokens: set[str], name: str
-) -> PixelCleaning:
-    """:func:`clean_pixels`, with a missing or broken Tesseract said in words."""
-    try:
-        return clean_pixels(pixels, header, tokens=tokens)
-    except (pytesseract.TesseractNotFoundError, pytesseract.TesseractError) as exc:
-        raise ImageReadError(
-            name,
-            f"its burned-in text cannot be searched: the Tesseract OCR engine failed ({exc})",
-            "Install Tesseract on the server (apt-get install tesseract-ocr; see README) "
-            "and import again.",
-        ) from exc
-
-
-def _read(data: bytes, name: str) -> Dataset:
-    try:
-        return dcmread(io.BytesIO(data))
-    except Exception as exc:  # pydicom raises many types on malformed input
-        raise ImageReadError(name, f"the DICOM file cannot be parsed ({exc})") from exc
-
-
-def _blank_all_frames(
-    ds: Dataset, decoded: DecodedImage, cleaning: PixelCleaning, name: str
-) -> None:
-    """Blank the cleaned boxes in every frame of ``ds`` and store it uncompressed."""
-    try:
-        stack = pixel_array(ds, raw=False)
-    except Exception as exc:  # decoder plugins raise assorted types on corrupt streams
-        raise ImageReadError(name, f"the DICOM pixel data cannot be decoded ({exc})") from exc
-    frames = int(ds.get("NumberOfFrames") or 1)
-    stack = np.array(stack if frames > 1 else stack[np.newaxis], copy=True)
-    photometric = str(ds.PhotometricInterpretation).strip()
-    if photometric.startswith("YBR"):
-        photometric = "RGB"  # pydicom converted the samples on decoding
-    frame = decoded.frame_index or 0
-    fills = [np.array(stack[(frame, *line.fill_from)], copy=True) for line in cleaning.blanked]
-    for line, fill in zip(cleaning.blanked, fills, strict=True):
-        stack[:, line.box.y : line.box.y2, line.box.x : line.box.x2] = fill
-    lossy = ds.file_meta.TransferSyntaxUID in _LOSSY_SYNTAXES
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # also for big-endian sources
-    ds.set_pixel_data(
-        stack if frames > 1 else stack[0],
-        photometric,
-        int(ds.get("BitsStored") or stack.dtype.itemsize * 8),
-        generate_instance_uid=False,
-    )
-    if lossy:
-        ds.LossyImageCompression = "01"
-
-
-PREVIEW_COLOURS = {
-    "view": (0, 200, 0),
-    "colour box": (220, 0, 220),
-    "colour bar": (240, 220, 0),
-    "blanked": (230, 30, 30),
-    "kept": (0, 160, 255),
-}
-"""RGB outline colours of :func:`preview`, for a legend next to it."""
-
-
-def preview(cleaning: PixelCleaning) -> np.ndarray:
-    """The cleaned frame as RGB with what was proposed and blanked outlined, for review.
-
-    Views green, colour box magenta, colour bar yellow, blanked text red, kept text blue:
-    the admin sees at a glance whether a name survived or an image part was lost.
-    """
-    shown = cleaning.pixels
-    if shown.dtype != np.uint8:
-        shown = _gray8(np.stack([shown] * 3, axis=-1) if shown.ndim == 2 else shown)
-    out = np.array(np.stack([shown] * 3, axis=-1) if shown.ndim == 2 else shown, copy=True)
-    thickness = max(1, max(out.shape[:2]) // 600)
-    proposal = cleaning.proposal
-    outlined = [(box, "view") for box in proposal.views]
-    outlined += [
-        (box, name)
-        for box, name in ((proposal.color_box, "colour box"), (proposal.scale_bar, "colour bar"))
-        if box
-    ]
-    outlined += [(line.box, "blanked") for line in cleaning.blanked]
-    outlined += [(line.box, "kept") for line in cleaning.kept]
-    for box, kind in outlined:
-        corner = (int(box.x2) - 1, int(box.y2) - 1)
-        cv2.rectangle(out, (int(box.x), int(box.y)), corner, PREVIEW_COLOURS[kind], thickness)
-    return out
