@@ -65,6 +65,7 @@ PAGES = (
     PageSpec("pages/registry.py", "Models", ":material/model_training:", "registry"),
     PageSpec("pages/training.py", "Training", ":material/play_circle:", "training", True),
     PageSpec("pages/report.py", "Report", ":material/description:", "report", True),
+    PageSpec("pages/pacs.py", "PACS", ":material/cloud_sync:", "pacs", True),
     PageSpec("pages/admin.py", "Readers", ":material/manage_accounts:", "admin", True),
 )
 

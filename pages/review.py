@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.imaging.display import draw_boxes
 from core.report.table1 import run_label
+from core.services.pacs.writeback import pacs_line_for
 from core.services.review import (
     NOT_IN_RUN,
     ModelPathError,
@@ -53,6 +54,12 @@ chosen = st.multiselect(
 chosen_runs = [labels[label] for label in chosen]
 run_ids = [r.id for r in chosen_runs]
 load_models(chosen_runs)
+
+
+@st.cache_data(ttl=30, show_spinner="Reading the PACS")
+def cached_pacs_line(code: str) -> str | None:
+    """The "in PACS" line (reports read back from the PACS), re-read at most every 30 s."""
+    return pacs_line_for(code)
 
 
 def predictor_for(run_id: int) -> RunPredictor:
@@ -158,6 +165,10 @@ elif review.grades is not None:
             {"reader": f"consensus ({review.consensus_method})", "grade": review.consensus_grade}
         )
     show_table(pd.DataFrame(grade_rows, columns=["reader", "grade"]), hide_index=True)
+if reader.role == "admin":
+    pacs_line = cached_pacs_line(review.code)
+    if pacs_line:
+        st.text(pacs_line)
 
 names = reader_names()
 

@@ -19,7 +19,7 @@ from core.services.pacs.retrieve import (
     search_studies,
     ultrasound_images,
 )
-from core.services.pacs.writeback import reports_in_pacs, send_report
+from core.services.pacs.writeback import pacs_line_for, reports_in_pacs, send_report
 from db.consensus import adjudicate
 from db.grading import save_box, save_grade
 from db.models import Image, Patient, Prediction, TrainingRun
@@ -95,7 +95,7 @@ def _dciodvfy_errors(dataset: pydicom.Dataset, tmp_path: Path) -> list[str]:
 
 
 def test_query_import_grade_write_back_and_read_back(
-    orthanc, corpus, db, store, data_dir, tmp_path
+    orthanc, corpus, db, store, data_dir, tmp_path, monkeypatch
 ):
     client = PacsClient(orthanc)
     link = PseudonymLink()
@@ -149,6 +149,16 @@ def test_query_import_grade_write_back_and_read_back(
     send_report(client, db, store, code, run_ids=[run_id], link=link, again=True)
     assert len(reports_in_pacs(client, code, link)) == 2
     assert len(link.sent_reports(code)) == 2
+
+    # The Review page's line, with the PACS set up through the environment.
+    monkeypatch.setenv("SARCOPENIA_PACS_URL", orthanc.url)
+    monkeypatch.setenv("SARCOPENIA_PACS_USER", orthanc.username)
+    monkeypatch.setenv("SARCOPENIA_PACS_PASSWORD", orthanc.secret)
+    monkeypatch.setenv("SARCOPENIA_SECRETS_FILE", str(tmp_path / "none.toml"))
+    line = pacs_line_for(code)
+    assert line.startswith("In PACS: 2 report(s), latest ")
+    assert "consensus grade 2, 2 reader grade(s)" in line and "1 model result(s)" in line
+    assert pacs_line_for("NOT-FROM-PACS") is None
 
 
 def _series_and_sop(client, study, parsed) -> tuple[str, str]:

@@ -18,7 +18,8 @@ from core.common.errors import UserError
 from core.common.store import ImageStore
 from core.learning.dataset import TASKS
 from core.services.pacs.client import PacsClient
-from core.services.pacs.link import PseudonymLink, SentReport
+from core.services.pacs.endpoints import configured_endpoints
+from core.services.pacs.link import PseudonymLink, SentReport, link_path
 from core.services.pacs.sr import (
     MANUFACTURER,
     ModelResult,
@@ -185,3 +186,42 @@ def reports_in_pacs(
             if full.get("Manufacturer") == MANUFACTURER:
                 parsed.append(parse_report(full))
     return sorted(parsed, key=lambda r: (r.content_date or dt.date.min, r.sop_instance_uid))
+
+
+def in_pacs_line(client: PacsClient, pseudonym: str, link: PseudonymLink | None = None) -> str:
+    """The Review page's "in PACS" sentence: what the PACS holds from this app right now."""
+    link = link or PseudonymLink()
+    reports = reports_in_pacs(client, pseudonym, link)
+    if not reports:
+        return "In PACS: no report from this app yet."
+    latest = reports[-1].content
+    parts = []
+    if latest.consensus_grade is not None:
+        parts.append(f"consensus grade {latest.consensus_grade}")
+    parts.append(f"{len(latest.readers)} reader grade(s)")
+    stiffness = dict(latest.stiffness)
+    if "median" in stiffness:
+        parts.append(f"median stiffness {stiffness['median']:.1f} kPa")
+    parts.append(f"{len(latest.models)} model result(s)")
+    when = reports[-1].content_date.isoformat() if reports[-1].content_date else "undated"
+    return (
+        f"In PACS: {len(reports)} report(s), latest {when}: {', '.join(parts)} "
+        "(research use only, not for diagnostic use)."
+    )
+
+
+def pacs_line_for(pseudonym: str) -> str | None:
+    """The "in PACS" line for a patient imported from a PACS; None for any other patient
+    or when no PACS is set up. A PACS that cannot be reached gives a line saying so."""
+    if not link_path().is_file():
+        return None
+    link = PseudonymLink()
+    if "GSU" not in link.instances(pseudonym):
+        return None
+    try:
+        endpoints = configured_endpoints()
+        if not endpoints:
+            return None
+        return in_pacs_line(PacsClient(endpoints[0]), pseudonym, link)
+    except UserError as exc:
+        return f"In PACS: could not be checked. {exc}"

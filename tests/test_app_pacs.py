@@ -1,0 +1,88 @@
+"""The PACS page against a real Orthanc: search, propose and import one study in a real
+browser; admins only; the Review page shows what the PACS holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core.common import config
+from core.services.pacs.client import PacsClient
+from core.services.pacs.link import PseudonymLink
+from db.engine import Database
+from db.models import Image, Patient
+from tests.apptest_helpers import open_page
+from tests.pacs_helpers import clinical_csv, hospital_study
+from tests.serve import streamlit_server
+from tests.test_browser_grading import _wait_idle, sign_in
+
+PATIENT = "PAGE-0001"
+
+
+@pytest.fixture
+def pacs_env(orthanc, demo_env: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SARCOPENIA_PACS_URL", orthanc.url)
+    monkeypatch.setenv("SARCOPENIA_PACS_USER", orthanc.username)
+    monkeypatch.setenv("SARCOPENIA_PACS_PASSWORD", orthanc.secret)
+    monkeypatch.setenv("SARCOPENIA_SECRETS_FILE", str(demo_env / "no-secrets.toml"))
+    return orthanc
+
+
+def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
+    PacsClient(pacs_env).store(hospital_study(corpus, "APPTEST-1"))
+    at = open_page("pages/pacs.py", "admin")
+    assert not at.exception and [t.value for t in at.title] == ["PACS"]
+    assert pacs_env.secret not in str(at.selectbox[0].options)
+    at.text_input[0].input("APPTEST-1")
+    at.button[0].click().run()
+    assert not at.exception and [e.value for e in at.error] == []
+    assert list(at.dataframe[0].value["patient ID"]) == ["APPTEST-1"]
+    at.multiselect(key="pacs_chosen").select(at.multiselect(key="pacs_chosen").options[0]).run()
+    next(b for b in at.button if b.label == "Propose GSU and SWE images").click().run()
+    assert not at.exception
+    (pick,) = at.session_state["pacs_picks"]
+    assert pick.gsu is not None and pick.swe is not None and pick.note == ""
+
+
+def test_a_reader_cannot_open_the_pacs_page(pacs_env) -> None:
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        open_page("pages/pacs.py", "radiologist1")
+
+
+@pytest.mark.browser
+def test_browser_searches_and_imports_one_study(pacs_env, corpus, demo_env, browser, tmp_path):
+    PacsClient(pacs_env).store(hospital_study(corpus, PATIENT))
+    csv = tmp_path / "clinical.csv"
+    csv.write_text(clinical_csv(PATIENT))
+    with streamlit_server(demo_env) as (base, _):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base, wait_until="networkidle")
+        sign_in(page, "admin")
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="PACS").click()
+        page.get_by_role("heading", name="PACS").wait_for(timeout=60_000)
+        page.get_by_role("textbox", name="Patient ID").fill(PATIENT)
+        page.get_by_role("button", name="Search").click()
+        _wait_idle(page)
+        page.get_by_text("Studies to import").wait_for(timeout=60_000)
+        page.get_by_test_id("stMultiSelect").click()
+        page.get_by_role("option").first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Propose GSU and SWE images").click()
+        page.get_by_text("Images per patient").wait_for(timeout=120_000)
+        _wait_idle(page)
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv))
+        _wait_idle(page)
+        page.get_by_role("button", name="Import 1 patient(s)").click()
+        page.get_by_text("1 imported, 0 already present, 0 refused").wait_for(timeout=180_000)
+        _wait_idle(page)
+        page.screenshot(path=str(tmp_path / "pacs-page.png"), full_page=True)
+    pseudonym = PseudonymLink().pseudonyms()[PATIENT]
+    db = Database(config.database_url())
+    with db.read() as session:
+        images = session.scalars(
+            select(Image.modality).join(Patient).where(Patient.code == pseudonym)
+        ).all()
+    db.dispose()
+    assert sorted(images) == ["GSU", "SWE"]
