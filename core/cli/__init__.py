@@ -20,6 +20,7 @@ from core.cli.demo import add_demo_parser
 from core.cli.export import add_export_parser
 from core.cli.features import add_features_parser
 from core.cli.migrate_db import add_migrate_db_parser
+from core.cli.pacs import add_pacs_parser
 from core.cli.predict import add_predict_parser
 from core.cli.report import add_report_parser
 from core.cli.train import add_train_parser
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_migrate_db_parser,
         add_report_parser,
         add_worker_parser,
+        add_pacs_parser,
     ):
         add_group(sub)
     for command in sub.choices.values():
