@@ -21,7 +21,6 @@ from core.imaging.images import load_pixels
 from core.imaging.roi_detect import to_rgb_u8
 from core.imaging.swe_decode import decode_swe, stiffness_stats
 from core.learning.features import echo_intensity
-from core.services import export as export_module
 from core.services.export import (
     DERIVED_COLUMNS,
     METADATA_COLUMNS,
@@ -36,6 +35,8 @@ from core.services.export import (
     labeled_frame,
     table_csv,
 )
+from core.services.export import downloads as export_downloads
+from core.services.export import features as export_features
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import AuditEvent, ConsensusGrade, CropBox, Grade, Image, Patient, Reader
@@ -172,8 +173,8 @@ def test_image_features_are_measured_once_then_read_from_the_cache(agreed_demo, 
     def boom(*args, **kwargs):
         raise AssertionError("features must come from the cache")
 
-    monkeypatch.setattr(export_module, "_gsu_features", boom)
-    monkeypatch.setattr(export_module, "_swe_features", boom)
+    monkeypatch.setattr(export_features, "_gsu_features", boom)
+    monkeypatch.setattr(export_features, "_swe_features", boom)
     again = labeled_frame(db, store).set_index("patient_code")
     pd.testing.assert_frame_equal(table, again)
 
@@ -253,7 +254,7 @@ def test_tables_and_figures_download(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no browser")
 
-    monkeypatch.setattr(export_module.pio, "to_image", broken)
+    monkeypatch.setattr(export_downloads.pio, "to_image", broken)
     with pytest.raises(FigureExportError, match="download the plot as HTML"):
         figure_png(fig)
 
