@@ -177,6 +177,12 @@ def test_k_fold_pools_out_of_fold_predictions(env):
     assert len(cv["test_auc_folds"]) == 2
     assert cv["test_auc_mean"] == pytest.approx(np.mean(cv["test_auc_folds"]))
     assert run.metrics["test"]["n"] == 21
+    assert run.metrics["distribution"] == {"strategy": "default", "replicas": 1, "batch_size": 16}
+
+    alone = _train(db, store, k_folds=2, fold=1)  # one fold per worker job (issue 19)
+    _assert_done(db, alone)
+    assert alone.metrics["saved_fold"] == 1 and "cv" not in alone.metrics
+    assert _predictions(db, alone.id) == [p for p in _predictions(db, run.id) if p[2] == 1]
 
 
 def test_cancel_stops_a_running_run_without_a_model(env):
@@ -220,6 +226,9 @@ def test_settings_are_checked_and_round_trip():
         TrainSettings(task="sarcopenia_gsu", mode="turbo")
     with pytest.raises(ValueError, match="k_folds"):
         TrainSettings(task="sarcopenia_gsu", k_folds=1)
+    with pytest.raises(ValueError, match="fold 3 needs k-fold"):
+        TrainSettings(task="sarcopenia_gsu", k_folds=3, fold=3)
+    assert TrainSettings(task="sarcopenia_gsu", k_folds=3, fold=2).folds_to_train(3) == [2]
     enriched = TrainSettings(task="sarcopenia_gsu", test_positives=9)
     assert TrainSettings.from_dict(enriched.to_dict()).test_positives == 9
     assert enriched.dataset_settings((104, 17, 20)).test_positives == 9

@@ -8,6 +8,7 @@ validation and test probabilities.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,15 +36,18 @@ class FoldResult:
     model: Any
     probs: dict[str, np.ndarray] = field(default_factory=dict)
     indices: dict[str, np.ndarray] = field(default_factory=dict)
+    fold: int = 0
+    distribution: dict[str, Any] = field(default_factory=dict)
+    """Strategy, replicas and global batch size the fold trained with (``metrics``)."""
 
 
-def _strategy_scope() -> contextlib.AbstractContextManager[Any]:
-    """``MirroredStrategy`` over every GPU when there are several, else the default."""
+def _strategy() -> Any | None:
+    """``MirroredStrategy`` over every GPU of this worker when there are several, else None
+    (the default strategy: one GPU, or the CPU)."""
     import tensorflow as tf
 
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus]) if len(gpus) > 1 else None
 
 
 def _seed_everything(seed: int) -> None:
@@ -127,10 +131,19 @@ def train_fold(
     keras.backend.clear_session()
     _seed_everything(settings.seed)
     idx = {s: subset_indices(task_data, assignment, s) for s in ("train", "val", "test")}
-    with _strategy_scope():
+    strategy = _strategy()
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas > 1:  # the batch is split over the replicas: keep each one's share
+        settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas)
+    distribution = {
+        "strategy": type(strategy).__name__ if strategy is not None else "default",
+        "replicas": replicas,
+        "batch_size": settings.batch_size,
+    }
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_task_model(settings, task_data)
         if settings.cached_features:
             probs = train_cached(model, task_data, idx, settings, reporter, cache or FeatureCache())
         else:
             probs = _train_pipeline(model, task_data, idx, settings, reporter, settings.seed)
-    return FoldResult(model=model, probs=probs, indices=idx)
+    return FoldResult(model=model, probs=probs, indices=idx, distribution=distribution)

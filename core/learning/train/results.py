@@ -75,7 +75,7 @@ def collect_results(
         "val": ([], []),
         "test": ([], []),
     }
-    for fold, result in enumerate(results):
+    for result in results:
         for subset in ("val", "test"):
             rows = result.indices[subset]
             probs = result.probs[subset]
@@ -87,7 +87,7 @@ def collect_results(
                         run_id=run_id,
                         patient_id=int(task_data.patient_ids[row]),
                         subset=subset,
-                        fold=fold,
+                        fold=result.fold,
                         probability=float(p),
                         threshold=settings.threshold,
                         predicted_label=int(p >= settings.threshold),

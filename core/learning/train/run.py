@@ -148,19 +148,21 @@ def run_training(
         split_id = save_split(db, ds_settings, task_data, assignments)
         timing["load_s"] = time.monotonic() - started
 
-        folds = len(assignments)
+        chosen = settings.folds_to_train(len(assignments))
+        folds = len(chosen)
         cache = FeatureCache()
         results: list[FoldResult] = []
         fold_aucs: list[float | None] = []
-        for fold, assignment in enumerate(assignments):
-            reporter.update(force=True, fold=fold, folds=folds, epochs=settings.total_epochs)
-            result = train_fold(settings, task_data, assignment, reporter, cache)
+        for position, fold in enumerate(chosen):
+            reporter.update(force=True, fold=position, folds=folds, epochs=settings.total_epochs)
+            result = train_fold(settings, task_data, assignments[fold], reporter, cache)
+            result.fold = fold
             y_test = task_data.y[result.indices["test"]]
             fold_aucs.append(
                 subset_metrics(y_test, result.probs["test"], settings.threshold).get("auc")
             )
             results.append(result)
-            if fold + 1 < folds:
+            if position + 1 < folds:
                 results[-1].model = None
         timing["train_s"] = time.monotonic() - started - timing["load_s"]
         if settings.cached_features:
@@ -180,7 +182,8 @@ def run_training(
             "excluded": len(task_data.excluded),
             "box_sources": count_box_sources(task_data),
         }
-        metrics["saved_fold"] = folds - 1
+        metrics["saved_fold"] = chosen[-1]
+        metrics["distribution"] = results[-1].distribution
 
         def finish(session) -> None:
             session.execute(delete(Prediction).where(Prediction.run_id == run_id))

@@ -55,6 +55,8 @@ class TrainSettings:
     every epoch instead).
     Fusion uses ``arch`` for its GSU backbone. ``run_eagerly`` skips Keras's graph tracing:
     slower per step, but quicker for a run of one or two epochs on a handful of patients.
+    ``fold`` trains only that fold of the k-fold split (a k-fold run fanned out over
+    workers, one run per fold); None trains every fold.
     """
 
     task: str
@@ -80,6 +82,7 @@ class TrainSettings:
     dense_units: int = 256
     dropout: float = 0.5
     run_eagerly: bool = False
+    fold: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -106,6 +109,11 @@ class TrainSettings:
         object.__setattr__(self, "input_size", _pair(self.input_size, "input_size"))
         if self.sizes is not None:
             object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        if self.fold is not None and not (self.k_folds >= 2 and 0 <= self.fold < self.k_folds):
+            raise ValueError(
+                f"fold {self.fold} needs k-fold cross-validation with more than {self.fold} "
+                f"folds; got k_folds={self.k_folds}."
+            )
         self.provisional_dataset_settings()
 
     @property
@@ -139,6 +147,10 @@ class TrainSettings:
             k_folds=self.k_folds,
             test_positives=self.test_positives,
         )
+
+    def folds_to_train(self, folds: int) -> list[int]:
+        """The folds of a ``folds``-fold split this run trains: all, or just ``fold``."""
+        return list(range(folds)) if self.fold is None else [self.fold]
 
     def provisional_dataset_settings(self) -> DatasetSettings:
         """Dataset settings for choosing and loading patients before the sizes are resolved
