@@ -8,6 +8,7 @@ can leak them by mistake. Every change writes its audit row in the same transact
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -95,6 +96,8 @@ class ImageInfo:
     path: str
     width: int
     height: int
+    dicom_header: dict[str, Any] | None = None
+    """The de-identified header (ultrasound regions and calibration); None for PNG/JPEG/TIFF."""
 
 
 def image_info(session: Session, image_id: int) -> ImageInfo:
@@ -105,7 +108,14 @@ def image_info(session: Session, image_id: int) -> ImageInfo:
         raise GradingError(f"Image {image_id} does not exist.")
     image, code = row
     return ImageInfo(
-        image.id, image.patient_id, code, image.modality, image.path, image.width, image.height
+        image.id,
+        image.patient_id,
+        code,
+        image.modality,
+        image.path,
+        image.width,
+        image.height,
+        image.dicom_header,
     )
 
 

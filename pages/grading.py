@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
@@ -24,7 +25,7 @@ from core.imaging.canvas_boxes import (
     fit_scale,
 )
 from core.imaging.display import GRADING_PANEL_PX, grading_layout, png_bytes, reading_view
-from core.imaging.roi_detect import detect_boxes
+from core.imaging.regions import calibration, offered_boxes
 from db.cases import patient_codes
 from db.grading import (
     COMMENT_MAX,
@@ -166,11 +167,16 @@ def viewport_size() -> tuple[int, int]:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def proposal(relpath: str, modality: str) -> tuple[int, int, int, int] | None:
-    """The automatic box: the ultrasound area on GSU, the color box on SWE."""
-    found = detect_boxes(display_pixels(relpath))
-    box = found.ultrasound_area if modality == "GSU" else found.color_box
-    return box.as_tuple() if box else None
+def proposals(
+    relpath: str, modality: str, _header: dict[str, Any] | None
+) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The automatic boxes, named: every ultrasound view on GSU, the color box on SWE.
+
+    ``_header`` (the stored DICOM header, whose regions come first) is not hashed: it
+    belongs to the image at ``relpath``.
+    """
+    offered = offered_boxes(display_pixels(relpath), _header, modality)
+    return [(name, box.as_tuple()) for name, box in offered]
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -397,8 +403,19 @@ def box_pane(
     if _sync_pending(image_id, result.json_data if result else None):
         st.rerun()
     cols = st.columns(2)
-    auto = proposal(info.path, info.modality)
+    offered = proposals(info.path, info.modality, info.dicom_header)
     name = "ultrasound area" if modality == "GSU" else "color box"
+    auto = offered[0][1] if offered else None
+    if len(offered) > 1:
+        chosen = st.radio(
+            "This box belongs to",
+            [n for n, _ in offered],
+            key=f"view-{image_id}",
+            horizontal=True,
+            help="The screen holds several ultrasound views: choose the one to crop.",
+        )
+        auto = dict(offered)[chosen]
+        name = chosen.lower()
     if auto:
         cols[0].button(
             "Use proposed box",
@@ -411,6 +428,9 @@ def box_pane(
     if saved or pending:
         cols[1].button("Clear box", key=f"clear-{image_id}", on_click=_clear_box, args=(image_id,))
     st.caption(f"Saved box: {saved.as_tuple() if saved else 'none'} (x, y, w, h in image pixels)")
+    scale_of_pixels = calibration(info.dicom_header)
+    if scale_of_pixels is not None:
+        st.caption(f"Calibration: {scale_of_pixels.describe()}")
     if pending is not None and pending.box != saved:
         source = "Proposed" if pending.auto else "Drawn"
         st.caption(f"{source} box: {pending.box.as_tuple()}, stored with Save and next")

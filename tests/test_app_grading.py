@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import select
 
+from core.cases.importer import encode_png
 from core.common.boxes import Box
-from core.common.store import ImageStore
+from core.common.store import ImageStore, sha256_hex
 from core.imaging.canvas_boxes import box_to_rect
 from core.imaging.images import load_pixels
-from core.imaging.roi_detect import detect_boxes
+from core.imaging.regions import propose_regions
 from db.engine import Database
 from db.models import AuditEvent, CropBox, Grade, Image, Reader
 from tests.apptest_helpers import open_page
@@ -85,7 +87,7 @@ def test_proposed_box_is_stored_with_save_and_next_like_a_drawn_one(demo_env):
     with Database().read() as s:
         row = s.scalar(select(CropBox).where(CropBox.image_id == first, CropBox.auto_accepted))
         path = s.get(Image, first).path
-    proposed = detect_boxes(load_pixels(ImageStore(demo_env / "images"), path)).ultrasound_area
+    proposed = propose_regions(load_pixels(ImageStore(demo_env / "images"), path)).views[0]
     assert boxes == {first: proposed}
     assert row is not None and row.owner_key.startswith("reader:")
 
@@ -160,3 +162,62 @@ def test_previous_next_and_the_jump_box_follow_the_case_on_screen(demo_env):
     at.button(key="next_case").click().run()
     assert at.selectbox(key="jump").value == "DEMO-002"
     assert not at.exception
+
+
+def _region(box: Box, mm: float) -> dict:
+    """A 2D tissue item of SequenceOfUltrasoundRegions, calibrated in cm per pixel."""
+    return {
+        "RegionLocationMinX0": box.x,
+        "RegionLocationMinY0": box.y,
+        "RegionLocationMaxX1": box.x2 - 1,
+        "RegionLocationMaxY1": box.y2 - 1,
+        "RegionSpatialFormat": 1,
+        "RegionDataType": 1,
+        "PhysicalUnitsXDirection": 3,
+        "PhysicalUnitsYDirection": 3,
+        "PhysicalDeltaX": mm / 10,
+        "PhysicalDeltaY": mm / 10,
+    }
+
+
+UPPER, LOWER = Box(100, 40, 400, 200), Box(100, 250, 400, 200)
+
+
+def _make_dual_view_dicom(demo_env, image_id: int) -> None:
+    """Replace the demo image with a screen of two views whose header declares both."""
+    rng = np.random.default_rng(1)
+    screen = np.zeros((480, 600, 3), np.uint8)
+    for view in (UPPER, LOWER):
+        speckle = rng.integers(40, 200, (view.h, view.w, 1), dtype=np.uint8)
+        screen[view.y : view.y2, view.x : view.x2] = speckle
+    data = encode_png(screen)
+    relpath, _ = ImageStore(demo_env / "images").put(data, sha256_hex(data), ".png")
+
+    def work(session) -> None:
+        image = session.get(Image, image_id)
+        image.path, image.sha256, image.width, image.height = relpath, sha256_hex(data), 600, 480
+        image.dicom_header = {
+            "SequenceOfUltrasoundRegions": [_region(UPPER, 0.08), _region(LOWER, 0.08)]
+        }
+
+    Database().write(work)
+
+
+def test_calibration_and_the_view_a_box_belongs_to(demo_env):
+    at = open_page("pages/grading.py", "radiologist1")
+    first = at.session_state["grading_image"]
+    assert not any("Calibration" in c.value for c in at.caption)  # the demo's PNGs have none
+    _make_dual_view_dicom(demo_env, first)
+    at = open_page("pages/grading.py", "radiologist1")
+    assert at.session_state["grading_image"] == first
+    assert any(
+        c.value == "Calibration: 0.08 mm per pixel (DICOM ultrasound regions)" for c in at.caption
+    )
+    choice = at.radio(key=f"view-{first}")
+    assert choice.options == ["View 1 of 2 (upper)", "View 2 of 2 (lower)"]
+    choice.set_value("View 2 of 2 (lower)").run()
+    at.button(key=f"auto-{first}").click().run()
+    _grade(at, 2)
+    at.button(key="save_next").click().run()
+    assert not at.exception
+    assert _reader_rows("radiologist1")[1] == {first: LOWER}

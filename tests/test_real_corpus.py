@@ -17,7 +17,7 @@ import pytest
 from bench.real_corpus import AREA_IOU, COLOR_IOU, FileResult, evaluate
 from core.common.boxes import Box
 from core.imaging.imageio import decode_image
-from core.imaging.regions import dicom_regions, propose_regions
+from core.imaging.regions import calibration, dicom_regions, propose_regions, view_names
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,20 @@ def test_dicom_regions_give_the_views_and_the_calibration(corpus: Path) -> None:
     assert found.source == "dicom"
     assert found.views[0].iou(Box(185, 76, 614, 472)) >= 0.95
     assert found.mm_per_pixel == pytest.approx((0.0616, 0.0616), rel=1e-6)
+
+
+def test_calibration_is_said_with_its_source(corpus: Path) -> None:
+    data = (corpus / "images" / "dcm4che_YBR_422_Esaote.dcm").read_bytes()
+    header = decode_image(data, name="esaote.dcm", pseudonym="X").dicom_header
+    assert calibration(header).describe() == "0.0616 mm per pixel (DICOM ultrasound regions)"
+    png = (corpus / "images" / "swepy_sc0.png").read_bytes()
+    assert calibration(decode_image(png, name="swe.png", pseudonym="X").dicom_header) is None
+
+
+def test_views_are_named_by_where_they_lie() -> None:
+    side_by_side = [Box(400, 50, 300, 400), Box(20, 60, 300, 400)]
+    assert view_names(side_by_side) == ["View 1 of 2 (right)", "View 2 of 2 (left)"]
+    assert view_names([Box(0, 0, 10, 10)]) == ["Ultrasound view"]
 
 
 def test_a_region_far_larger_than_the_visible_image_is_shrunk(corpus: Path) -> None:

@@ -121,6 +121,56 @@ class RegionProposal:
     """"dicom" (regions in the header), "pixels" (image analysis) or "none" (nothing found)."""
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Physical size of an image's pixels and where that figure comes from."""
+
+    mm_per_pixel: tuple[float, float]
+    """(x, y) in millimetres."""
+    source: str
+
+    def describe(self) -> str:
+        """One line for the reader, e.g. ``0.0616 mm per pixel (DICOM ultrasound regions)``."""
+        x, y = self.mm_per_pixel
+        size = f"{x:.3g}" if abs(x - y) <= 0.005 * max(x, y) else f"{x:.3g} × {y:.3g}"
+        return f"{size} mm per pixel ({self.source})"
+
+
+def calibration(header: dict[str, Any] | None) -> Calibration | None:
+    """The pixel spacing of the first calibrated 2D ultrasound region; None when unknown."""
+    for region in dicom_regions(header):
+        if region.spatial_format == REGION_2D and region.mm_per_pixel is not None:
+            return Calibration(region.mm_per_pixel, "DICOM ultrasound regions")
+    return None
+
+
+def view_names(views: tuple[Box, ...] | list[Box]) -> list[str]:
+    """Names a reader can tell apart: ``View 1 of 2 (upper)``, by where each view lies."""
+    if len(views) < 2:
+        return ["Ultrasound view"] * len(views)
+    xs = [v.x + v.w / 2 for v in views]
+    ys = [v.y + v.h / 2 for v in views]
+    stacked = max(ys) - min(ys) >= max(xs) - min(xs)
+    places = []
+    for x, y in zip(xs, ys, strict=True):
+        if stacked:
+            places.append("upper" if y == min(ys) else "lower" if y == max(ys) else "middle")
+        else:
+            places.append("left" if x == min(xs) else "right" if x == max(xs) else "middle")
+    return [f"View {i} of {len(views)} ({place})" for i, place in enumerate(places, start=1)]
+
+
+def offered_boxes(
+    pixels: np.ndarray, header: dict[str, Any] | None, modality: str
+) -> list[tuple[str, Box]]:
+    """The boxes the grading page offers, named: every view of a GSU screen (the reader
+    chooses the one the crop belongs to), the color box of an SWE screen."""
+    found = propose_regions(pixels, header)
+    if modality == "GSU":
+        return list(zip(view_names(found.views), found.views, strict=True))
+    return [("Color box", found.color_box)] if found.color_box else []
+
+
 def propose_regions(pixels: np.ndarray, header: dict[str, Any] | None = None) -> RegionProposal:
     """Views, color box and scale bar of one frame: what the DICOM says first, pixels otherwise.
 
