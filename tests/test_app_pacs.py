@@ -9,14 +9,18 @@ import pytest
 from sqlalchemy import select
 
 from core.common import config
+from core.common.store import ImageStore
 from core.services.pacs.client import PacsClient
 from core.services.pacs.link import PseudonymLink
+from core.services.pacs.writeback import send_report
 from db.engine import Database
 from db.models import Image, Patient
 from tests.apptest_helpers import open_page
 from tests.pacs_helpers import clinical_csv, hospital_study
 from tests.serve import streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
+from tests.test_pacs_roundtrip import _grade, _import_patient
+from tests.tiny_runs import add_tiny_run
 
 PATIENT = "PAGE-0001"
 
@@ -44,6 +48,24 @@ def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
     assert not at.exception
     (pick,) = at.session_state["pacs_picks"]
     assert pick.gsu is not None and pick.swe is not None and pick.note == ""
+
+
+def test_review_shows_what_the_pacs_holds(pacs_env, corpus, demo_env, tiny_models) -> None:
+    db, store = Database(config.database_url()), ImageStore(config.images_dir())
+    add_tiny_run(db, store, tiny_models["gsu"])
+    link = PseudonymLink()
+    client = PacsClient(pacs_env)
+    _, _, report = _import_patient(client, db, store, corpus, "REVIEW-1", link)
+    code = report.results[0].pseudonym
+    _grade(db, code)
+    send_report(client, db, store, code, link=link)
+    db.dispose()
+    at = open_page("pages/review.py", "admin")
+    at.selectbox(key="review_patient").select(code).run()
+    assert not at.exception
+    lines = [t.value for t in at.text if t.value.startswith("In PACS")]
+    assert len(lines) == 1 and lines[0].startswith("In PACS: 1 report(s), latest ")
+    assert "consensus grade 2, 2 reader grade(s)" in lines[0]
 
 
 def test_a_reader_cannot_open_the_pacs_page(pacs_env) -> None:
