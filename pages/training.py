@@ -190,7 +190,9 @@ def live_runs() -> None:
         with st.container(border=True):
             mode = (run.settings or {}).get("mode")
             arch_name = ARCH_NAMES.get(run.arch, run.arch)
-            where = f" · {run.queue} queue" if run.queue else ""
+            fold = (run.settings or {}).get("fold")
+            where = f" · fold {fold + 1} of {run.settings['k_folds']}" if fold is not None else ""
+            where += f" · {run.queue} queue" if run.queue else ""
             where += f" · on {run.worker}" if run.worker and run.status == "running" else ""
             st.text(f"{task_title(run.task)} · {arch_name} · {mode} mode · {run.status}{where}")
             st.progress(fraction, text=text)
@@ -244,7 +246,7 @@ def retry_buttons(runs: list) -> None:
                 st.error("The run was not queued again.")
                 st.text(str(exc))
             else:
-                st.rerun(scope="fragment")
+                st.rerun()
 
 
 live_runs()

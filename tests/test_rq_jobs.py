@@ -9,10 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,12 +18,14 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
+from bench.rq_workers import RedisMissingError, Workers, restart_redis, start_redis, stop_redis
+from core.common import config
+from core.common.store import ImageStore
 from core.learning.train import TrainSettings
 from core.services import job_backends, rq_jobs
 from db.engine import Database
 from db.models import Prediction, TrainingRun, utcnow
 
-ROOT = Path(__file__).absolute().parents[1]
 STALE_S = 6
 TINY = TrainSettings(
     task="sarcopenia_gsu",
@@ -45,27 +44,14 @@ LONG = TrainSettings(**{**TINY.to_dict(), "epochs": 400, "patience": 400, "lr_pa
 @pytest.fixture
 def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A throwaway redis-server on a free port, configured as the app's job queue."""
-    if shutil.which("redis-server") is None:
-        pytest.fail(
-            "redis-server is missing: install Debian's redis-server package "
-            "(`apt-get install redis-server`) to run the job queue tests."
-        )
-    url = subprocess.run(
-        [str(ROOT / ".ci" / "start-redis")], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    try:
+        url = start_redis()
+    except RedisMissingError as exc:
+        pytest.fail(str(exc))
     monkeypatch.setenv(rq_jobs.REDIS_URL_ENV, url)
     monkeypatch.setenv(rq_jobs.STALE_ENV, str(STALE_S))
     yield url
-    with contextlib.suppress(Exception):
-        rq_jobs.connect(url).shutdown(nosave=True)
-
-
-def _restart_redis(url: str) -> None:
-    """Stop Redis without saving (its queues are lost) and start it again on the same port."""
-    with contextlib.suppress(Exception):
-        rq_jobs.connect(url).shutdown(nosave=True)
-    port = url.rsplit(":", 1)[1].split("/")[0]
-    subprocess.run([str(ROOT / ".ci" / "start-redis"), port], check=True, capture_output=True)
+    stop_redis(url)
 
 
 @pytest.fixture
@@ -73,41 +59,6 @@ def db(demo_env: Path) -> Iterator[Database]:
     database = Database()
     yield database
     database.dispose()
-
-
-class Workers:
-    """``python -m core worker`` processes, stopped (and their work horses killed) at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *extra: str) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core", "worker", "--queues", "cpu,gpu", "--name", name, *extra],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def stop(self, horses: list[int]) -> None:
-        for pid in horses:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -141,49 +92,54 @@ def _finished(db: Database, run_ids: list[int]) -> bool:
     return all(run.status in ("done", "failed", "cancelled") for run in _runs(db, run_ids))
 
 
-def _predictions(db: Database, run_id: int) -> list[tuple[int, str, float]]:
+def _predictions(db: Database, run_id: int) -> list[tuple[int, str, int, float]]:
     with db.read() as session:
         rows = session.query(Prediction).filter(Prediction.run_id == run_id)
-        return sorted((p.patient_id, p.subset, round(p.probability, 6)) for p in rows)
+        return sorted((p.patient_id, p.subset, p.fold, p.probability) for p in rows)
 
 
 def _alive(names: set[str]) -> bool:
     return {w["name"] for w in job_backends.workers() or []} >= names
 
 
-def test_a_grid_on_two_workers_is_trained_once_per_run_like_the_local_backend(
+def test_a_k_fold_grid_on_two_workers_is_trained_once_per_fold_like_the_local_backend(
     db, redis_url, workers, monkeypatch
 ):
-    """Two worker processes share a grid; the rows say who trained what, with live progress."""
+    """Two worker processes share a grid fanned out per (task, fold); the rows say who
+    trained what, with live progress; pooled results equal one k-fold run per task here."""
     grid = [
-        TrainSettings(**{**TINY.to_dict(), "seed": seed, "task": task})
+        TrainSettings(**{**TINY.to_dict(), "task": task, "k_folds": 2})
         for task in ("sarcopenia_gsu", "sarcopenia_swe")
-        for seed in (1, 2)
     ]
     workers.start("w1")
     workers.start("w2")
     _wait_for(lambda: _alive({"w1", "w2"}), 120, "two live workers")
     run_ids = job_backends.submit_runs(db, grid, group_name="test grid")
-    phases: set[tuple[str, str]] = set()
+    phases: set[str] = set()
 
     def done() -> bool:
         for run in _runs(db, run_ids):
-            if run.status == "running":
-                phases.add(((run.progress or {}).get("phase"), run.worker))
+            if run.status == "running" and run.worker in ("w1", "w2"):
+                phases.add((run.progress or {}).get("phase"))
         return _finished(db, run_ids)
 
     _wait_for(done, 600, f"the grid; logs:\n{workers.log('w1')}\n{workers.log('w2')}")
     runs = _runs(db, run_ids)
     assert [r.status for r in runs] == ["done"] * 4, [r.error for r in runs]
+    assert [(r.task, r.settings["fold"]) for r in runs] == [
+        (task, fold) for task in ("sarcopenia_gsu", "sarcopenia_swe") for fold in (0, 1)
+    ]
     assert {r.worker for r in runs} == {"w1", "w2"}
     assert {r.backend for r in runs} == {"rq"} and {r.queue for r in runs} == {"cpu"}
-    assert len({r.group_id for r in runs}) == 1 and runs[0].group_id is not None
-    assert {phase for phase, _ in phases} & {"loading", "features", "training"}
+    group = runs[0].group_id
+    assert group is not None and {r.group_id for r in runs} == {group}
+    assert phases & {"loading", "features", "training"}
     conn = rq_jobs.connect()
     for run in runs:
         job = Job.fetch(rq_jobs.job_id(run.id, 1), connection=conn)
         assert job.return_value() == "done"
-        assert run.attempt == 1 and len(run.history["epochs"]) == 2
+        assert run.attempt == 1 and len(run.history["epochs"]) == TINY.total_epochs
+    pooled = job_backends.group_cv_metrics(db, ImageStore(config.images_dir()), group)
 
     monkeypatch.delenv(rq_jobs.REDIS_URL_ENV)
     monkeypatch.setenv("SARCOPENIA_MAX_CONCURRENT_RUNS", "2")
@@ -191,10 +147,13 @@ def test_a_grid_on_two_workers_is_trained_once_per_run_like_the_local_backend(
     _wait_for(lambda: _finished(db, local_ids), 600, "the same grid on the local backend")
     local = _runs(db, local_ids)
     assert {r.backend for r in local} == {"local"} and {r.worker for r in local} == {None}
-    for on_worker, here in zip(runs, local, strict=True):
+    for here, folds, row in zip(local, (runs[:2], runs[2:]), pooled, strict=True):
         assert here.status == "done", here.error
-        assert here.metrics["test"] == on_worker.metrics["test"]
-        assert _predictions(db, here.id) == _predictions(db, on_worker.id)
+        assert (row["task"], row["folds"]) == (here.task, 2)
+        metrics = {key: row[key] for key in here.metrics["test"]}
+        assert metrics == here.metrics["test"]
+        on_workers = sorted(p for run in folds for p in _predictions(db, run.id))
+        assert on_workers == _predictions(db, here.id)
 
 
 def test_kill_9_of_a_worker_fails_its_run_and_retry_and_cancel_work_on_the_other(
@@ -274,7 +233,7 @@ def test_a_redis_restart_loses_no_queued_run(db, redis_url, workers):
     run_ids = job_backends.submit_runs(db, [TINY, TINY])
     conn = rq_jobs.connect()
     assert Queue(rq_jobs.queue_name("cpu"), connection=conn).count == 2
-    _restart_redis(redis_url)
+    restart_redis(redis_url)
     conn = rq_jobs.connect()
     assert Queue(rq_jobs.queue_name("cpu"), connection=conn).count == 0
     job_backends.reap(db)
@@ -299,3 +258,40 @@ def test_a_configured_but_unreachable_redis_creates_no_run(db, monkeypatch):
         job_backends.submit_runs(db, [TINY])
     with db.read() as session:
         assert session.query(TrainingRun).count() == 0
+
+
+def test_training_page_on_workers_shows_them_queues_groups_and_retries(db, redis_url, workers):
+    """The admin sees the live workers, picks a queue, and retries a failed run in one click."""
+    from tests.apptest_helpers import open_page
+
+    workers.start("page-worker", "--queues", "gpu")  # takes nothing from cpu: the runs wait
+    _wait_for(lambda: _alive({"page-worker"}), 120, "the worker")
+    at = open_page("pages/training.py", "admin")
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("1 worker(s) alive.") for c in captions), captions
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["page-worker"] and list(table["queues"]) == ["gpu"]
+
+    next(w for w in at.selectbox if w.label == "Weights").set_value("none")
+    next(w for w in at.number_input if w.label == "k-fold (0 = one split)").set_value(2)
+    next(w for w in at.radio if w.label == "Workers' queue").set_value("cpu")
+    at.button(key="FormSubmitter:new_run-Start training").click().run()
+    assert not at.exception
+    with db.read() as session:
+        runs = session.query(TrainingRun).order_by(TrainingRun.id).all()
+    assert [(r.queue, r.settings["fold"], r.status) for r in runs] == [
+        ("cpu", 0, "queued"),
+        ("cpu", 1, "queued"),
+    ]
+    progress = [p.proto.text for p in at.get("progress")]
+    assert any("0 of 2 runs done · 2 queued" in text for text in progress), progress
+
+    job_backends.cancel(db, runs[0].id)
+    at.run()
+    assert Queue(rq_jobs.queue_name("cpu"), connection=rq_jobs.connect()).count == 1
+    at.button(key=f"retry_{runs[0].id}").click().run()
+    assert not at.exception
+    retried = _run(db, runs[0].id)
+    assert (retried.status, retried.attempt) == ("queued", 2)
+    assert Job.exists(rq_jobs.job_id(runs[0].id, 2), connection=rq_jobs.connect())
