@@ -100,12 +100,13 @@ with tab_import:
         if chosen and st.button("Propose GSU and SWE images"):
             picks: list[PatientPick] = []
             options: dict[str, list] = {}
+            thumbnails: dict = {}
             bar = st.progress(0.0, text="Looking at the images")
             for index, label in enumerate(chosen):
                 study = labels[label]
                 try:
                     images = ultrasound_images(client, study)
-                    picks.append(propose_pick(client, study.patient_id, images))
+                    picks.append(propose_pick(client, study.patient_id, images, thumbnails))
                     options[study.patient_id] = images
                 except UserError as exc:
                     st.warning(f"{label}: nothing proposed.")
@@ -113,9 +114,11 @@ with tab_import:
                 bar.progress((index + 1) / len(chosen), text=f"Study {index + 1} of {len(chosen)}")
             st.session_state["pacs_picks"] = picks
             st.session_state["pacs_options"] = options
+            st.session_state["pacs_thumbnails"] = thumbnails
 
     proposed = st.session_state.get("pacs_picks") or []
     options = st.session_state.get("pacs_options") or {}
+    thumbnails = st.session_state.get("pacs_thumbnails") or {}
     picks = []
     if proposed:
         st.markdown("**Images per patient** (proposed: SWE = the image with a colour region)")
@@ -134,6 +137,9 @@ with tab_import:
         swe = right.selectbox(
             f"{pick.patient_id}: SWE", images, index=images.index(pick.swe), format_func=name
         )
+        for column, image in ((left, gsu), (right, swe)):
+            if image is not None and image.sop_uid in thumbnails:
+                column.image(thumbnails[image.sop_uid], width=200)
         if pick.note:
             st.caption(f"{pick.patient_id}: {pick.note}")
         picks.append(PatientPick(pick.patient_id, gsu, swe, pick.note))

@@ -48,6 +48,9 @@ def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
     assert not at.exception
     (pick,) = at.session_state["pacs_picks"]
     assert pick.gsu is not None and pick.swe is not None and pick.note == ""
+    thumbnails = at.session_state["pacs_thumbnails"]
+    assert len(thumbnails) == 2 and all(max(t.shape[:2]) <= 240 for t in thumbnails.values())
+    assert _types(at.main).count("image") == 2
 
 
 def test_review_shows_what_the_pacs_holds(pacs_env, corpus, demo_env, tiny_models) -> None:
@@ -108,3 +111,11 @@ def test_browser_searches_and_imports_one_study(pacs_env, corpus, demo_env, brow
         ).all()
     db.dispose()
     assert sorted(images) == ["GSU", "SWE"]
+
+
+def _types(node) -> list[str]:
+    """Element types of a page, depth first (AppTest has no accessor for images)."""
+    found = [getattr(node, "type", "?")]
+    for child in getattr(node, "children", {}).values():
+        found += _types(child)
+    return found

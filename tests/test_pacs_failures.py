@@ -154,6 +154,10 @@ def test_a_patient_missing_from_the_clinical_csv_is_refused(orthanc, corpus, db,
     bad = import_picks(client, db, store, [pick], clinical_csv("NOCSV-1").replace(",61,", ",400,"))
     assert bad.results[0].status == "refused" and "clinical CSV row 2" in bad.results[0].problems[0]
     assert _patients(db) == []
+    by_accession = "accession_number" + clinical_csv("ACCNOCSV-1").removeprefix("patient_id")
+    done = import_picks(client, db, store, [pick], by_accession)
+    assert done.results[0].status == "imported", done.results[0].problems
+    assert _patients(db) == [done.results[0].pseudonym]
 
 
 def test_the_link_stays_out_of_research_backups_unless_copied(orthanc, corpus, db, store, tmp_path):

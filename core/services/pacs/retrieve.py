@@ -16,6 +16,8 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -180,25 +182,40 @@ def ultrasound_images(client: PacsClient, study: StudyHit) -> list[Candidate]:
     return images
 
 
-def has_color_region(data: bytes) -> bool:
-    """Whether an image shows a colour box (elastography or Doppler) in its ultrasound area."""
-    decoded = imageio.decode_image(data, name="pacs image", pseudonym="PROPOSAL")
-    return detect_color_box(to_rgb_u8(decoded.pixels)) is not None
+THUMBNAIL_SIDE = 240
+"""Longest side of the thumbnails the page shows beside each proposed image."""
 
 
-def propose_pick(client: PacsClient, patient_id: str, images: Sequence[Candidate]) -> PatientPick:
+def _thumbnail(pixels: np.ndarray) -> np.ndarray:
+    rgb = to_rgb_u8(pixels)
+    scale = THUMBNAIL_SIDE / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def propose_pick(
+    client: PacsClient,
+    patient_id: str,
+    images: Sequence[Candidate],
+    thumbnails: dict[str, np.ndarray] | None = None,
+) -> PatientPick:
     """GSU and SWE proposal: the SWE image is the first with a colour region, the GSU
-    image the first without one. The admin confirms or changes the pick on the page."""
+    image the first without one. The admin confirms or changes the pick on the page;
+    ``thumbnails`` (by SOP instance UID) is filled for it when given."""
     gsu = swe = None
     unreadable = 0
     for image in images:
+        data = client.retrieve(image.study_uid, image.series_uid, image.sop_uid)
         try:
-            colored = has_color_region(
-                client.retrieve(image.study_uid, image.series_uid, image.sop_uid)
-            )
+            decoded = imageio.decode_image(data, name="PACS image", pseudonym="PROPOSAL")
         except imageio.ImageReadError:
             unreadable += 1
             continue
+        if thumbnails is not None:
+            thumbnails[image.sop_uid] = _thumbnail(decoded.pixels)
+        colored = detect_color_box(to_rgb_u8(decoded.pixels)) is not None
         if colored and swe is None:
             swe = image
         elif not colored and gsu is None:
