@@ -55,20 +55,22 @@ def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
 
 def test_review_shows_what_the_pacs_holds(pacs_env, corpus, demo_env, tiny_models) -> None:
     db, store = Database(config.database_url()), ImageStore(config.images_dir())
-    add_tiny_run(db, store, tiny_models["gsu"])
+    run_id = add_tiny_run(db, store, tiny_models["gsu"])
     link = PseudonymLink()
     client = PacsClient(pacs_env)
     _, _, report = _import_patient(client, db, store, corpus, "REVIEW-1", link)
     code = report.results[0].pseudonym
     _grade(db, code)
-    send_report(client, db, store, code, link=link)
+    # A patient fresh from the PACS has no stored prediction: the model predicts it now.
+    (model,) = send_report(client, db, store, code, run_ids=[run_id], link=link).content.models
+    assert model.run_id == run_id and 0 <= model.probability <= 1
     db.dispose()
     at = open_page("pages/review.py", "admin")
     at.selectbox(key="review_patient").select(code).run()
     assert not at.exception
     lines = [t.value for t in at.text if t.value.startswith("In PACS")]
     assert len(lines) == 1 and lines[0].startswith("In PACS: 1 report(s), latest ")
-    assert "consensus grade 2, 2 reader grade(s)" in lines[0]
+    assert "consensus grade 2, 2 reader grade(s)" in lines[0] and "1 model result(s)" in lines[0]
 
 
 def test_a_reader_cannot_open_the_pacs_page(pacs_env) -> None:

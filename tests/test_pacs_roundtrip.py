@@ -125,7 +125,16 @@ def test_query_import_grade_write_back_and_read_back(
     _grade(db, code)
     with db.read() as session:
         run_id = session.scalar(select(TrainingRun.id))
-    written = send_report(client, db, store, code, run_ids=[run_id], link=link, actor_name="boss")
+    written = send_report(
+        client,
+        db,
+        store,
+        code,
+        run_ids=[run_id],
+        link=link,
+        actor_name="boss",
+        compute_models=False,
+    )
     content = written.content
     assert content.consensus_grade == 2 and content.consensus_box == Box(105, 85, 390, 295)
     assert {(r.reader, r.grade) for r in content.readers} == {("reader_one", 2), ("reader_two", 3)}
@@ -145,8 +154,10 @@ def test_query_import_grade_write_back_and_read_back(
     assert _dciodvfy_errors(stored, tmp_path) == []
 
     with pytest.raises(Exception, match=r"already sent .* with the same content"):
-        send_report(client, db, store, code, run_ids=[run_id], link=link)
-    send_report(client, db, store, code, run_ids=[run_id], link=link, again=True)
+        send_report(client, db, store, code, run_ids=[run_id], link=link, compute_models=False)
+    send_report(
+        client, db, store, code, run_ids=[run_id], link=link, again=True, compute_models=False
+    )
     assert len(reports_in_pacs(client, code, link)) == 2
     assert len(link.sent_reports(code)) == 2
 

@@ -53,14 +53,20 @@ def _rounded(value: float) -> float:
 
 
 def report_content(
-    db: Database, store: ImageStore, pseudonym: str, run_ids: Sequence[int] = ()
+    db: Database,
+    store: ImageStore,
+    pseudonym: str,
+    run_ids: Sequence[int] = (),
+    *,
+    compute_models: bool = True,
 ) -> ReportContent:
     """What the report will say, from the stored grades, boxes, stiffness and predictions.
 
-    Models contribute their stored predictions (validation/test, or a cohort prediction
-    job); a run without a probability for this patient is left out.
+    With ``compute_models`` each run predicts the patient as the Review page does (a
+    patient fresh from the PACS has no stored prediction); otherwise only stored
+    validation/test predictions count. A run without a probability is left out.
     """
-    review = patient_review(db, store, pseudonym, run_ids, gradcam=False)
+    review = patient_review(db, store, pseudonym, run_ids, gradcam=compute_models)
     gsu, swe = review.images.get("GSU"), review.images.get("SWE")
     gsu_boxes = gsu.boxes if gsu else {}
     readers = tuple(
@@ -115,6 +121,7 @@ def send_report(
     link: PseudonymLink | None = None,
     actor_name: str = "",
     again: bool = False,
+    compute_models: bool = True,
 ) -> WritebackResult:
     """Build the patient's SR and STOW it; recorded in the link only once the PACS took it.
 
@@ -128,7 +135,7 @@ def send_report(
             f"Patient {pseudonym} was not imported from a PACS (or without its GSU image), "
             "so there is no original study to attach a report to."
         )
-    content = report_content(db, store, pseudonym, run_ids)
+    content = report_content(db, store, pseudonym, run_ids, compute_models=compute_models)
     if content.consensus_grade is None:
         raise UserError(
             f"Patient {pseudonym} has no consensus grade yet; settle it on the Consensus page "
