@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
 import streamlit as st
 
-from core.cases.importer import import_upload
+from core.cases.importer import Cleaning, import_upload
 from core.cases.manifest import (
     FieldError,
     check_age,
@@ -17,6 +18,9 @@ from core.cases.manifest import (
     check_sma,
     check_weight,
 )
+from core.cases.preview import BundleImage, ImagePreview, bundle_images, preview_image
+from core.common.boxes import Box
+from core.imaging.pixel_deid import Corrections
 from db.audit import patient_history
 from db.cases import (
     CaseFilter,
@@ -197,37 +201,144 @@ def edit_form(patient) -> None:
 if code:
     patient_detail(code)
 
+PREVIEW_KEY = "import_preview"
+OUTLINES = (
+    "green: views · magenta: colour box · yellow: colour bar · red: blanked · blue: kept text"
+)
+
+
+def _cleaned(data: bytes, image: BundleImage, fixes: Corrections, ocr: bool) -> ImagePreview:
+    """The preview of one image, kept for this upload (the text search takes a second or two)."""
+    shown = st.session_state[PREVIEW_KEY]["shown"]
+    key = (image.file, fixes, ocr)
+    if key not in shown:
+        with st.spinner("Searching the image for burned-in text…"):
+            shown[key] = preview_image(data, image, fixes, pixel_ocr=ocr)
+    return shown[key]
+
+
+def _correct(state: dict, image: BundleImage, fixes: Corrections) -> None:
+    state["corrections"][image.file] = fixes
+    st.rerun()
+
+
+def review_image(data: bytes, state: dict, ocr: bool) -> None:
+    """One image of the upload as it will be stored, and the admin's corrections to it."""
+    images: list[BundleImage] = state["images"]
+    index = st.selectbox(
+        "Image to check",
+        range(len(images)),
+        format_func=lambda i: images[i].label(),
+        key="preview_image",
+    )
+    image = images[index]
+    fixes = state["corrections"].get(image.file, Corrections())
+    shown = _cleaned(data, image, fixes, ocr)
+    if shown.problem:
+        st.error(plain(shown.problem))
+        return
+    show_image(shown.picture, caption=OUTLINES)
+    lines = shown.blanked + shown.kept
+    if lines:
+        show_table(
+            pd.DataFrame(
+                [
+                    {
+                        "text": line.text,
+                        "what": line.reason,
+                        "box (x, y, w, h)": line.box.as_tuple(),
+                    }
+                    for line in lines
+                ]
+            ),
+            hide_index=True,
+        )
+    texts = {
+        line.box: line.text
+        for line in lines
+        if line.reason == "kept: by the admin" or (line in shown.blanked and line.text)
+    }
+    keep = st.multiselect(
+        "Leave these as they are (not identifying)",
+        list(texts),
+        default=[box for box in fixes.keep if box in texts],
+        format_func=lambda box: f"{texts[box]!r} at {box.as_tuple()}",
+        key=f"keep-{image.file}",
+    )
+    if tuple(keep) != fixes.keep:
+        _correct(state, image, Corrections(fixes.blank, tuple(keep)))
+    with st.form(f"blank-{image.file}", border=False):
+        cols = st.columns(4)
+        values = [
+            col.number_input(name, min_value=0, step=1, key=f"{name}-{image.file}")
+            for col, name in zip(cols, ("x", "y", "width", "height"), strict=True)
+        ]
+        if st.form_submit_button("Blank this rectangle too"):
+            if min(values[2:]) < 1:
+                st.error("Give the rectangle a width and a height of at least 1 pixel.")
+            else:
+                _correct(state, image, Corrections((*fixes.blank, Box(*values)), fixes.keep))
+    if fixes.blank and st.button("Undo the rectangles added here", key=f"undo-{image.file}"):
+        _correct(state, image, Corrections((), fixes.keep))
+
+
+def import_panel() -> None:
+    """Upload, preview every image as it will be stored, correct, then import."""
+    st.caption(
+        "Columns: patient_code, sex, age, height_cm, weight_kg, gsu_file, swe_file, "
+        "us_date, ct_date, l3_sma_cm2, exclusion_reason. Images: PNG, JPEG, TIFF or DICOM, "
+        "de-identified before storage: check each image below, then import."
+    )
+    upload = st.file_uploader("Zip file", type=["zip"])
+    skip = st.checkbox("Import the valid rows and skip the others")
+    known_clean = st.checkbox(
+        "These images carry no burned-in text: skip the text search",
+        help="Only for crops or exports made without the scanner's banner: nothing is then "
+        "blanked unless you draw it, and DICOM files do not claim cleaned pixels.",
+    )
+    if upload is None:
+        st.session_state.pop(PREVIEW_KEY, None)
+        return
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    state = st.session_state.get(PREVIEW_KEY)
+    if state is None or state["digest"] != digest:
+        images, problems = bundle_images(data)
+        state = {"digest": digest, "images": images, "problems": problems}
+        state |= {"corrections": {}, "shown": {}}
+        st.session_state[PREVIEW_KEY] = state
+    show_problems(state["problems"])
+    if state["images"]:
+        review_image(data, state, not known_clean)
+    corrected = sum(bool(c.blank or c.keep) for c in state["corrections"].values())
+    if st.button(f"Import as previewed ({corrected} image(s) corrected)", key="import_confirm"):
+        bar = st.progress(0.0, text="Checking cases…")
+        report = import_upload(
+            data,
+            db,
+            get_store(),
+            skip_invalid=skip,
+            actor_name=reader.username,
+            progress=lambda done, total: bar.progress(done / max(total, 1)),
+            cleaning=Cleaning(dict(state["corrections"]), pixel_ocr=not known_clean),
+        )
+        (st.success if report.ok else st.error)(report.summary())
+        show_problems(report.problems)
+
+
+def show_problems(problems: list) -> None:
+    """Up to ``FULL_PROBLEMS`` as sentences, more as a table."""
+    if len(problems) <= FULL_PROBLEMS:
+        for problem in problems:
+            st.error(plain(str(problem)))
+        return
+    show_table(
+        pd.DataFrame([{"row": p.row, "file": p.file, "reason": p.reason} for p in problems]),
+        hide_index=True,
+        column_config={"reason": st.column_config.TextColumn(width="large")},
+    )
+
+
 if reader is not None and reader.role == "admin":
     with st.expander("Import cases (zip with manifest.csv)"):
-        st.caption(
-            "Columns: patient_code, sex, age, height_cm, weight_kg, gsu_file, swe_file, "
-            "us_date, ct_date, l3_sma_cm2, exclusion_reason. Images: PNG, JPEG or DICOM "
-            "(de-identified before storage)."
-        )
-        upload = st.file_uploader("Zip file", type=["zip"])
-        skip = st.checkbox("Import the valid rows and skip the others")
-        if upload is not None and st.button("Import"):
-            bar = st.progress(0.0, text="Checking cases…")
-            report = import_upload(
-                upload.getvalue(),
-                db,
-                get_store(),
-                skip_invalid=skip,
-                actor_name=reader.username,
-                progress=lambda done, total: bar.progress(done / max(total, 1)),
-            )
-            (st.success if report.ok else st.error)(report.summary())
-            if len(report.problems) <= FULL_PROBLEMS:
-                for problem in report.problems:
-                    st.error(plain(str(problem)))
-            else:
-                show_table(
-                    pd.DataFrame(
-                        [
-                            {"row": p.row, "file": p.file, "reason": p.reason}
-                            for p in report.problems
-                        ]
-                    ),
-                    hide_index=True,
-                    column_config={"reason": st.column_config.TextColumn(width="large")},
-                )
+        import_panel()
