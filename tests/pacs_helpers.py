@@ -26,6 +26,8 @@ from core.services.pacs.endpoints import Endpoint
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / ".ci" / "start-orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+ORTHANC = Path("/usr/sbin/Orthanc")
+"""Where Debian puts the server, outside an ordinary user's PATH."""
 USER, PASSWORD = "pacs-test", "pacs-test-password"
 GSU_SCREEN = "dcm4che_YBR_422_Esaote.dcm"
 """Esaote musculoskeletal B-mode: no colour region (the GSU image)."""
@@ -33,14 +35,15 @@ SWE_SCREEN = "orthanc_Issue19_ATL_YBR_FULL.dcm"
 """ATL screen with a colour box and bar (stands in for the SWE image)."""
 
 
-def start_orthanc(extra_config: Path | None = None) -> Endpoint:
-    """A fresh Orthanc on a free loopback port, as the test user's endpoint."""
-    if shutil.which("Orthanc") is None or not PLUGIN.is_file():
+def start_orthanc(root: Path, extra_config: Path | None = None) -> Endpoint:
+    """A fresh Orthanc on a free loopback port keeping its files in the empty folder
+    ``root``, as the test user's endpoint."""
+    if (shutil.which("Orthanc") is None and not ORTHANC.is_file()) or not PLUGIN.is_file():
         pytest.fail(
             "The PACS tests need a real Orthanc with DICOMweb: apt-get install orthanc "
             "orthanc-dicomweb dicom3tools"
         )
-    env = dict(os.environ)
+    env = {**os.environ, "ORTHANC_ROOT": str(root)}
     if extra_config is not None:
         env["ORTHANC_EXTRA_CONFIG"] = str(extra_config)
     url = subprocess.run(
@@ -63,8 +66,8 @@ def stop_orthanc(endpoint: Endpoint) -> None:
 
 
 @pytest.fixture(scope="session")
-def orthanc() -> Iterator[Endpoint]:
-    endpoint = start_orthanc()
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    endpoint = start_orthanc(tmp_path_factory.mktemp("orthanc"))
     yield endpoint
     stop_orthanc(endpoint)
 

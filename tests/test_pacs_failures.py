@@ -61,9 +61,9 @@ class _StopsOnRetrieve(PacsClient):
 
 
 def test_pacs_down_mid_retrieval_keeps_finished_patients_and_resumes(
-    orthanc, corpus, db, store, data_dir
+    orthanc, corpus, db, store, data_dir, tmp_path
 ):
-    throwaway = start_orthanc()
+    throwaway = start_orthanc(tmp_path / "orthanc")
     first, second = hospital_study(corpus, "DOWN-1"), hospital_study(corpus, "DOWN-2")
     client = PacsClient(throwaway)
     client.store(first + second)
@@ -118,7 +118,7 @@ def test_a_report_the_pacs_refuses_is_reported_and_not_recorded(corpus, db, stor
     )
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps({"LuaScripts": [str(script)]}))
-    strict = start_orthanc(extra)
+    strict = start_orthanc(tmp_path / "orthanc", extra)
     try:
         client = PacsClient(strict)
         link = PseudonymLink()
