@@ -13,6 +13,7 @@ from core.services.pacs.client import PacsClient
 from core.services.pacs.endpoints import configured_endpoints
 from core.services.pacs.link import PseudonymLink
 from core.services.pacs.retrieve import (
+    SEARCH_LIMIT,
     PatientPick,
     import_picks,
     propose_pick,
@@ -49,6 +50,14 @@ names = {e.name: e for e in endpoints}
 endpoint = names[st.selectbox("PACS", list(names), format_func=lambda n: names[n].describe())]
 client = PacsClient(endpoint)
 link = PseudonymLink()
+if st.button("Check the connection"):
+    try:
+        client.check()
+    except UserError as exc:
+        st.error("The PACS cannot be used.")
+        st.text(str(exc))
+    else:
+        st.success("Connected.")
 
 tab_import, tab_write = st.tabs(["Query and import", "Write back"])
 
@@ -79,6 +88,8 @@ with tab_import:
     if hits is not None:
         if not hits:
             st.info("No study matches.")
+        elif len(hits) >= SEARCH_LIMIT:
+            st.warning(f"Only the first {SEARCH_LIMIT} studies are shown: narrow the search.")
         known = link.pseudonyms()
         table = pd.DataFrame(
             [

@@ -39,8 +39,10 @@ def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
     at = open_page("pages/pacs.py", "admin")
     assert not at.exception and [t.value for t in at.title] == ["PACS"]
     assert pacs_env.secret not in str(at.selectbox[0].options)
+    next(b for b in at.button if b.label == "Check the connection").click().run()
+    assert [s.value for s in at.success] == ["Connected."]
     at.text_input[0].input("APPTEST-1")
-    at.button[0].click().run()
+    next(b for b in at.button if b.label == "Search").click().run()
     assert not at.exception and [e.value for e in at.error] == []
     assert list(at.dataframe[0].value["patient ID"]) == ["APPTEST-1"]
     at.multiselect(key="pacs_chosen").select(at.multiselect(key="pacs_chosen").options[0]).run()

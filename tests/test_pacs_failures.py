@@ -177,7 +177,7 @@ def test_endpoints_come_from_the_environment_or_secrets_and_hide_the_secret(
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(
         '[pacs.radiology]\nurl = "https://pacs.example.org/dicom-web/"\n'
-        'auth = "bearer"\ntoken = "s3cr3t-token"\n'
+        'auth = "bearer"\ntoken = "s3cr3t-token"\ntimeout_s = 5\n'
     )
     monkeypatch.setenv(endpoints.SECRETS_FILE_ENV, str(secrets))
     monkeypatch.setenv("SARCOPENIA_PACS_URL", "http://127.0.0.1:8042/dicom-web")
@@ -191,8 +191,12 @@ def test_endpoints_come_from_the_environment_or_secrets_and_hide_the_secret(
     shown = " ".join(repr(e) + e.describe() for e in found)
     assert "s3cr3t-token" not in shown and "pw-123" not in shown
     assert endpoints.endpoint("radiology").secret == "s3cr3t-token"
+    assert [e.timeout_s for e in found] == [30.0, 5.0]
     with pytest.raises(UserError, match="no PACS endpoint 'other'"):
         endpoints.endpoint("other")
+    secrets.write_text(secrets.read_text().replace("timeout_s = 5", "timeout_s = 0.1"))
+    with pytest.raises(UserError, match="timeout_s must be between 1 and 600 seconds"):
+        endpoints.configured_endpoints()
     monkeypatch.delenv("SARCOPENIA_PACS_PASSWORD")
     with pytest.raises(UserError, match="basic authentication needs a username and a password"):
         endpoints.configured_endpoints()

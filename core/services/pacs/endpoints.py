@@ -18,6 +18,7 @@ secrets.toml (any number, one table each under ``[pacs]``)::
     auth = "basic"            # "basic", "bearer" or "none"
     username = "sarcopenia"
     password = "..."          # or token = "..." with auth = "bearer"
+    timeout_s = 30            # optional: seconds to wait for each answer
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Endpoint:
         return f"{self.name}: {self.url} ({self.auth} authentication{who})"
 
 
-def _checked(name: str, url: str, auth: str, username: str, secret: str) -> Endpoint:
+def _checked(
+    name: str, url: str, auth: str, username: str, secret: str, timeout_s: float = 30.0
+) -> Endpoint:
     where = f"PACS endpoint {name!r}"
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -67,7 +70,9 @@ def _checked(name: str, url: str, auth: str, username: str, secret: str) -> Endp
         raise UserError(f"{where}: basic authentication needs a username and a password.")
     if auth == "bearer" and not secret:
         raise UserError(f"{where}: bearer authentication needs a token.")
-    return Endpoint(name, url.rstrip("/"), auth, username, secret)
+    if not 1 <= timeout_s <= 600:
+        raise UserError(f"{where}: timeout_s must be between 1 and 600 seconds, not {timeout_s}.")
+    return Endpoint(name, url.rstrip("/"), auth, username, secret, timeout_s)
 
 
 def _from_environment() -> list[Endpoint]:
@@ -101,8 +106,19 @@ def _from_secrets(path: Path) -> list[Endpoint]:
             continue
         auth = str(table.get("auth", "basic" if table.get("username") else "none"))
         secret = str(table.get("token" if auth == "bearer" else "password", ""))
+        try:
+            timeout_s = float(table.get("timeout_s", 30))
+        except (TypeError, ValueError):
+            raise UserError(f"PACS endpoint {name!r}: timeout_s must be a number.") from None
         endpoints.append(
-            _checked(name, str(table.get("url", "")), auth, str(table.get("username", "")), secret)
+            _checked(
+                name,
+                str(table.get("url", "")),
+                auth,
+                str(table.get("username", "")),
+                secret,
+                timeout_s,
+            )
         )
     return endpoints
 

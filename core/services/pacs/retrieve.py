@@ -41,6 +41,8 @@ IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
 }
 """Instances that may hold an ultrasound screen (a scanner's export or a screenshot)."""
+SEARCH_LIMIT = 200
+"""Studies one search returns at most; the page asks for a narrower search at the limit."""
 CLINICAL_KEYS = ("patient_id", "accession_number")
 CLINICAL_COLUMNS = tuple(c for c in COLUMNS if c not in ("patient_code", "gsu_file", "swe_file"))
 
@@ -153,7 +155,7 @@ def search_studies(
             modalities=_text(ds, "ModalitiesInStudy"),
             instances=int(ds.get("NumberOfStudyRelatedInstances", 0) or 0),
         )
-        for ds in client.search_studies(filters)
+        for ds in client.search_studies(filters, limit=SEARCH_LIMIT)
     ]
 
 
