@@ -208,6 +208,7 @@ with tab_write:
         if sent:
             st.text(f"Already sent: {len(sent)} report(s), last on {sent[-1].sent_at}.")
         again = st.checkbox("Send again (a new version)", value=False, disabled=not sent)
+        with_gradcam = st.checkbox("Also send each model's Grad-CAM image", value=False)
         if st.button("Send report to the PACS"):
             try:
                 result = send_report(
@@ -219,6 +220,7 @@ with tab_write:
                     link=link,
                     actor_name=admin.username,
                     again=again,
+                    gradcam_images=with_gradcam,
                 )
             except UserError as exc:
                 st.error("No report was sent.")

@@ -19,7 +19,7 @@ from tests.apptest_helpers import open_page
 from tests.pacs_helpers import clinical_csv, hospital_study
 from tests.serve import streamlit_server
 from tests.test_browser_grading import _wait_idle, sign_in
-from tests.test_pacs_roundtrip import _grade, _import_patient
+from tests.test_pacs_roundtrip import _dciodvfy_errors, _grade, _import_patient
 from tests.tiny_runs import add_tiny_run
 
 PATIENT = "PAGE-0001"
@@ -55,7 +55,9 @@ def test_admin_searches_and_gets_a_proposal(pacs_env, corpus) -> None:
     assert _types(at.main).count("image") == 2
 
 
-def test_review_shows_what_the_pacs_holds(pacs_env, corpus, demo_env, tiny_models) -> None:
+def test_review_shows_what_the_pacs_holds(
+    pacs_env, corpus, demo_env, tiny_models, tmp_path
+) -> None:
     db, store = Database(config.database_url()), ImageStore(config.images_dir())
     run_id = add_tiny_run(db, store, tiny_models["gsu"])
     link = PseudonymLink()
@@ -64,8 +66,19 @@ def test_review_shows_what_the_pacs_holds(pacs_env, corpus, demo_env, tiny_model
     code = report.results[0].pseudonym
     _grade(db, code)
     # A patient fresh from the PACS has no stored prediction: the model predicts it now.
-    (model,) = send_report(client, db, store, code, run_ids=[run_id], link=link).content.models
+    sent = send_report(client, db, store, code, run_ids=[run_id], link=link, gradcam_images=True)
+    (model,) = sent.content.models
     assert model.run_id == run_id and 0 <= model.probability <= 1
+    (capture,) = [
+        ds
+        for ds in client.instances(sent.study_instance_uid)
+        if str(ds.get("SeriesDescription", "")).startswith(f"Grad-CAM, run {run_id}")
+    ]
+    image = client.retrieve_dataset(
+        sent.study_instance_uid, str(capture.SeriesInstanceUID), str(capture.SOPInstanceUID)
+    )
+    assert image.PatientID == "REVIEW-1" and image.pixel_array.shape[2] == 3
+    assert _dciodvfy_errors(image, tmp_path) == []
     db.dispose()
     at = open_page("pages/review.py", "admin")
     at.selectbox(key="review_patient").select(code).run()

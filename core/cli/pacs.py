@@ -35,7 +35,14 @@ def cmd_send(args: argparse.Namespace) -> int:
         for code in codes:
             try:
                 result = send_report(
-                    client, db, store, code, run_ids=args.runs, link=link, again=args.again
+                    client,
+                    db,
+                    store,
+                    code,
+                    run_ids=args.runs,
+                    link=link,
+                    again=args.again,
+                    gradcam_images=args.gradcam,
                 )
             except PacsError:
                 raise
@@ -73,6 +80,9 @@ def add_pacs_parser(sub: argparse._SubParsersAction) -> None:
     send.add_argument("patients", nargs="*", help="pseudonyms (default: every PACS patient)")
     send.add_argument("--runs", type=int, nargs="*", default=[], help="training run ids to include")
     send.add_argument("--again", action="store_true", help="send a new version if one was sent")
+    send.add_argument(
+        "--gradcam", action="store_true", help="also send each model's Grad-CAM image"
+    )
     send.set_defaults(handler=cmd_send)
     copy = group.add_parser(
         "copy-link", help="copy the pseudonym link file (research backups leave it out)"

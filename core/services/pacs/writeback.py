@@ -14,9 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from core.common.errors import UserError
 from core.common.store import ImageStore
 from core.learning.dataset import TASKS
+from core.services.pacs.capture import gradcam_capture
 from core.services.pacs.client import PacsClient
 from core.services.pacs.endpoints import configured_endpoints
 from core.services.pacs.link import PseudonymLink, SentReport, link_path
@@ -52,6 +55,15 @@ def _rounded(value: float) -> float:
     return round(float(value), DIGITS)
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """A model's Grad-CAM on the whole GSU or SWE screen, to send as a Secondary Capture."""
+
+    model: ModelResult
+    modality: str
+    pixels: np.ndarray
+
+
 def report_content(
     db: Database,
     store: ImageStore,
@@ -66,7 +78,13 @@ def report_content(
     patient fresh from the PACS has no stored prediction); otherwise only stored
     validation/test predictions count. A run without a probability is left out.
     """
-    review = patient_review(db, store, pseudonym, run_ids, gradcam=compute_models)
+    return _content_and_overlays(db, store, pseudonym, run_ids, compute_models)[0]
+
+
+def _content_and_overlays(
+    db: Database, store: ImageStore, pseudonym: str, run_ids: Sequence[int], compute: bool
+) -> tuple[ReportContent, list[Overlay]]:
+    review = patient_review(db, store, pseudonym, run_ids, gradcam=compute)
     gsu, swe = review.images.get("GSU"), review.images.get("SWE")
     gsu_boxes = gsu.boxes if gsu else {}
     readers = tuple(
@@ -84,27 +102,31 @@ def report_content(
         runs = {
             run.id: run for run in session.query(TrainingRun).filter(TrainingRun.id.in_(run_ids))
         }
-    models = tuple(
-        ModelResult(
+    models: list[ModelResult] = []
+    overlays: list[Overlay] = []
+    for view in review.models:
+        if view.probability is None:
+            continue
+        run = runs[view.run_id]
+        model = ModelResult(
             view.run_id,
-            f"{runs[view.run_id].arch} {view.task}",
-            f"sha256:{runs[view.run_id].model_sha256[:16]}"
-            if runs[view.run_id].model_sha256
-            else "unversioned",
+            f"{run.arch} {view.task}",
+            f"sha256:{run.model_sha256[:16]}" if run.model_sha256 else "unversioned",
             TASKS[view.task].label,
             _rounded(view.probability),
         )
-        for view in review.models
-        if view.probability is not None
-    )
-    return ReportContent(
+        models.append(model)
+        if view.overlay_full is not None:
+            overlays.append(Overlay(model, view.input_name.upper(), view.overlay_full))
+    content = ReportContent(
         review.consensus_grade,
         gsu_boxes.get("consensus"),
         readers,
         swe.chosen.box if swe is not None and swe.chosen is not None else None,
         stiffness,
-        models,
+        tuple(models),
     )
+    return content, overlays
 
 
 def content_hash(content: ReportContent) -> str:
@@ -122,8 +144,12 @@ def send_report(
     actor_name: str = "",
     again: bool = False,
     compute_models: bool = True,
+    gradcam_images: bool = False,
 ) -> WritebackResult:
     """Build the patient's SR and STOW it; recorded in the link only once the PACS took it.
+
+    ``gradcam_images`` sends each computed model's Grad-CAM overlay with it as a Secondary
+    Capture in the same request.
 
     UserError when the patient did not come from the PACS, has no consensus yet, or already
     has a report there and ``again`` is False; PacsError when the PACS refuses it.
@@ -135,7 +161,7 @@ def send_report(
             f"Patient {pseudonym} was not imported from a PACS (or without its GSU image), "
             "so there is no original study to attach a report to."
         )
-    content = report_content(db, store, pseudonym, run_ids, compute_models=compute_models)
+    content, overlays = _content_and_overlays(db, store, pseudonym, run_ids, compute_models)
     if content.consensus_grade is None:
         raise UserError(
             f"Patient {pseudonym} has no consensus grade yet; settle it on the Consensus page "
@@ -161,7 +187,19 @@ def send_report(
             swe_link.study_instance_uid, swe_link.series_instance_uid, swe_link.sop_instance_uid
         )
     report = build_report(content, gsu, swe)
-    client.store([report])
+    sources = {"GSU": gsu, "SWE": swe}
+    captures = [
+        gradcam_capture(
+            overlay.pixels,
+            sources[overlay.modality],
+            run_id=overlay.model.run_id,
+            model_name=overlay.model.name,
+            instance_number=number,
+        )
+        for number, overlay in enumerate(overlays, start=1)
+        if gradcam_images and sources.get(overlay.modality) is not None
+    ]
+    client.store([report, *captures])
     link.record_sent(
         SentReport(
             str(report.SOPInstanceUID),
