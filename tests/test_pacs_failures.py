@@ -5,6 +5,7 @@ a report the server refuses), plus the endpoint settings and the link kept out o
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,26 @@ def test_endpoints_come_from_the_environment_or_secrets_and_hide_the_secret(
     monkeypatch.setenv(endpoints.SECRETS_FILE_ENV, str(tmp_path / "absent.toml"))
     with pytest.raises(UserError, match="No PACS is set up"):
         endpoints.endpoint()
+
+
+def test_two_imports_of_a_new_patient_agree_on_one_pseudonym(tmp_path: Path):
+    path = tmp_path / "link.db"
+    PseudonymLink(path)
+    start = threading.Barrier(12)
+    found: list[str] = []
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        link = PseudonymLink(path)
+        start.wait()
+        try:
+            found.append(link.pseudonym_for("RACE-1"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=take) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(found) == 12 and len(set(found)) == 1

@@ -85,15 +85,21 @@ class PseudonymLink:
             conn.executescript(SCHEMA)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; ``immediate`` takes the write lock before the first read."""
         with closing(sqlite3.connect(self.path, timeout=30)) as conn:
             conn.execute("PRAGMA foreign_keys = ON")
             with conn:
+                if immediate:
+                    conn.execute("BEGIN IMMEDIATE")
                 yield conn
 
     def pseudonym_for(self, patient_id: str) -> str:
-        """The patient's pseudonym, created (random, unrelated to the ID) on first sight."""
-        with self._connect() as conn:
+        """The patient's pseudonym, created (random, unrelated to the ID) on first sight.
+
+        Look-up and creation are one locked transaction, so two imports of the same new
+        patient at once agree on one pseudonym."""
+        with self._connect(immediate=True) as conn:
             row = conn.execute(
                 "SELECT pseudonym FROM patient WHERE patient_id = ?", (patient_id,)
             ).fetchone()
