@@ -402,7 +402,6 @@ def box_pane(
     )
     if _sync_pending(image_id, result.json_data if result else None):
         st.rerun()
-    cols = st.columns(2)
     offered = proposals(info.path, info.modality, info.dicom_header)
     name = "ultrasound area" if modality == "GSU" else "color box"
     auto = offered[0][1] if offered else None
@@ -416,6 +415,7 @@ def box_pane(
         )
         auto = dict(offered)[chosen]
         name = chosen.lower()
+    cols = st.columns(2)
     if auto:
         cols[0].button(
             "Use proposed box",
