@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import UserError
+from core.learning.dataset import task_title
 from core.services.pacs.client import PacsClient
 from core.services.pacs.endpoints import configured_endpoints
 from core.services.pacs.link import PseudonymLink
@@ -202,7 +203,7 @@ with tab_write:
         st.info("No patient was imported from a PACS yet.")
     else:
         code = st.selectbox("Patient (pseudonym)", pseudonyms, key="pacs_write_code")
-        runs = {f"Run {r.id} · {r.task} · {r.arch}": r.id for r in finished_runs(db)}
+        runs = {f"Run {r.id} · {task_title(r.task)} · {r.arch}": r.id for r in finished_runs(db)}
         run_labels = st.multiselect("Model results to include", list(runs))
         sent = link.sent_reports(code)
         if sent:
