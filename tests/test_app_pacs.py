@@ -88,6 +88,23 @@ def test_review_shows_what_the_pacs_holds(
     assert "consensus grade 2, 2 reader grade(s)" in lines[0] and "1 model result(s)" in lines[0]
 
 
+def test_admin_writes_back_once_then_is_stopped(pacs_env, corpus, demo_env) -> None:
+    db, store = Database(config.database_url()), ImageStore(config.images_dir())
+    _, _, report = _import_patient(
+        PacsClient(pacs_env), db, store, corpus, "WRITE-1", PseudonymLink()
+    )
+    _grade(db, report.results[0].pseudonym)
+    db.dispose()
+    at = open_page("pages/pacs.py", "admin")
+    send = next(b for b in at.button if b.label == "Send report to the PACS")
+    send.click().run()
+    assert not at.exception and [e.value for e in at.error] == []
+    assert at.success[0].value.startswith("Report sent on ")
+    next(b for b in at.button if b.label == "Send report to the PACS").click().run()
+    assert [e.value for e in at.error] == ["No report was sent."]
+    assert any("was already sent" in t.value for t in at.text)
+
+
 def test_a_reader_cannot_open_the_pacs_page(pacs_env) -> None:
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         open_page("pages/pacs.py", "radiologist1")
