@@ -161,6 +161,19 @@ def test_a_patient_missing_from_the_clinical_csv_is_refused(orthanc, corpus, db,
     assert _patients(db) == [done.results[0].pseudonym]
 
 
+def test_a_clinical_csv_that_cannot_be_used_stops_before_any_retrieval(orthanc, db, store):
+    client = PacsClient(orthanc)
+    for text, message in (
+        ('patient_id,sex\n"A' + "x" * 200_000 + '",F\n', "cannot be read"),
+        ("name,sex\nA,F\n", "needs a patient_id or accession_number column"),
+        ("patient_id,sex,shoe_size\nA,F,9\n", "unknown columns: shoe_size"),
+        ("patient_id,sex\nA,F\nA,M\n", "row 3: patient_id 'A' is also on row 2"),
+    ):
+        with pytest.raises(UserError, match=message):
+            import_picks(client, db, store, [], text)
+    assert _patients(db) == []
+
+
 def test_the_link_stays_out_of_research_backups_unless_copied(orthanc, corpus, db, store, tmp_path):
     link = PseudonymLink()
     _import_patient(PacsClient(orthanc), db, store, corpus, "BACKUP-1", link)

@@ -237,7 +237,15 @@ def parse_clinical(text: str) -> tuple[dict[str, tuple[int, dict[str, str]]], li
 
     The values are checked later by the importer's manifest checks, row by row.
     """
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        return _clinical_rows(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    except csv.Error as exc:
+        return {}, [f"The clinical CSV cannot be read ({exc}); save it again as CSV (UTF-8)."]
+
+
+def _clinical_rows(
+    reader: csv.DictReader,
+) -> tuple[dict[str, tuple[int, dict[str, str]]], list[str]]:
     header = [h.strip() for h in reader.fieldnames or []]
     if not any(key in header for key in CLINICAL_KEYS):
         return {}, [
@@ -249,8 +257,9 @@ def parse_clinical(text: str) -> tuple[dict[str, tuple[int, dict[str, str]]], li
         return {}, [f"The clinical CSV has unknown columns: {', '.join(unknown)}."]
     rows: dict[str, tuple[int, dict[str, str]]] = {}
     problems = []
-    for number, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+    for raw in reader:
+        number = reader.line_num
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
         for key in CLINICAL_KEYS:
             value = row.get(key, "")
             if value and value in rows:
