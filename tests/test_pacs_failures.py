@@ -78,6 +78,7 @@ def test_pacs_down_mid_retrieval_keeps_finished_patients_and_resumes(
     # The second patient's GSU image arrives, then the server goes away before its SWE image.
     report = import_picks(_StopsOnRetrieve(throwaway, 4), db, store, picks, csv, link=link)
     assert [r.status for r in report.results] == ["imported", "not done"]
+    assert report.summary() == "1 imported, 0 already present, 0 refused, 1 not done"
     assert "Could not reach the PACS" in report.stopped and "nothing half-done" in report.stopped
     pseudonym = link.pseudonyms()["DOWN-1"]
     assert _patients(db) == [pseudonym]

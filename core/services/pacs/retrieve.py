@@ -97,12 +97,11 @@ class PacsImportReport:
     """Why the run stopped early (the PACS went away); patients done so far are kept."""
 
     def summary(self) -> str:
-        counts = {
-            s: sum(r.status == s for r in self.results)
-            for s in ("imported", "already present", "refused")
-        }
-        text = ", ".join(f"{n} {s}" for s, n in counts.items())
-        return f"{text}; stopped: {self.stopped}" if self.stopped else text
+        """Patients per outcome, e.g. "2 imported, 1 already present, 0 refused"."""
+        outcomes = ["imported", "already present", "refused"] + (
+            ["not done"] if self.stopped else []
+        )
+        return ", ".join(f"{sum(r.status == s for r in self.results)} {s}" for s in outcomes)
 
 
 class MemoryBundle(Bundle):
