@@ -244,7 +244,7 @@ def test_cases_page_shows_the_sentence_not_an_error_box(
     db.write(lambda s: ensure_reader(s, "boss", "Dr Boss", role="admin"))
     at = open_page("pages/cases.py", "boss")
     at.file_uploader[0].set_value((name, corpus[name], "application/zip")).run()
-    next(b for b in at.button if b.label == "Import").click().run()
+    next(b for b in at.button if b.label.startswith("Import as previewed")).click().run()
     assert not at.exception
     shown = "\n".join(re.sub(r"\\(.)", r"\1", e.value) for e in at.error)
     assert "nothing was stored" in shown
