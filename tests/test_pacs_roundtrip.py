@@ -155,10 +155,14 @@ def test_query_import_grade_write_back_and_read_back(
 
     with pytest.raises(Exception, match=r"already sent .* with the same content"):
         send_report(client, db, store, code, run_ids=[run_id], link=link, compute_models=False)
-    send_report(
+    second = send_report(
         client, db, store, code, run_ids=[run_id], link=link, again=True, compute_models=False
     )
-    assert len(reports_in_pacs(client, code, link)) == 2
+    in_pacs = reports_in_pacs(client, code, link)
+    assert [r.sop_instance_uid for r in in_pacs] == [
+        written.sop_instance_uid,
+        second.sop_instance_uid,
+    ]
     assert len(link.sent_reports(code)) == 2
 
     # The Review page's line, with the PACS set up through the environment.

@@ -103,6 +103,8 @@ class ReportContent:
 class ParsedReport:
     sop_instance_uid: str
     content_date: dt.date | None
+    content_time: str
+    """``HHMMSS.ffffff`` as written; with the date it orders a patient's reports."""
     content: ReportContent
     research_only: bool
 
@@ -312,9 +314,19 @@ def _research_only(groups) -> bool:
 
 
 def parse_report(dataset: Dataset) -> ParsedReport:
-    """Read back a report this app wrote; ValueError when the document is not one."""
+    """Read back a report this app wrote; ValueError when it is not one or is damaged."""
     if dataset.get("Manufacturer") != MANUFACTURER:
         raise ValueError("This structured report was not written by this app.")
+    try:
+        return _parsed(dataset)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"The structured report {dataset.get('SOPInstanceUID', '?')} cannot be read "
+            f"({type(exc).__name__}: {exc})."
+        ) from None
+
+
+def _parsed(dataset: Dataset) -> ParsedReport:
     report = hd.sr.Comprehensive3DSR.from_dataset(dataset, copy=False).content
     planar = report.get_planar_roi_measurement_groups()
     other = report.get_image_measurement_groups()
@@ -341,6 +353,7 @@ def parse_report(dataset: Dataset) -> ParsedReport:
     return ParsedReport(
         str(dataset.SOPInstanceUID),
         dt.datetime.strptime(date, "%Y%m%d").date() if date else None,
+        str(dataset.get("ContentTime", "")),
         ReportContent(
             consensus_grade, consensus_box, tuple(readers), swe_box, stiffness, tuple(models)
         ),

@@ -230,7 +230,7 @@ def reports_in_pacs(
             full = client.retrieve_dataset(study, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
             if full.get("Manufacturer") == MANUFACTURER:
                 parsed.append(parse_report(full))
-    return sorted(parsed, key=lambda r: (r.content_date or dt.date.min, r.sop_instance_uid))
+    return sorted(parsed, key=lambda r: (r.content_date or dt.date.min, r.content_time))
 
 
 def in_pacs_line(client: PacsClient, pseudonym: str, link: PseudonymLink | None = None) -> str:
@@ -268,5 +268,5 @@ def pacs_line_for(pseudonym: str) -> str | None:
         if not endpoints:
             return None
         return in_pacs_line(PacsClient(endpoints[0]), pseudonym, link)
-    except UserError as exc:
+    except (UserError, ValueError) as exc:
         return f"In PACS: could not be checked. {exc}"
