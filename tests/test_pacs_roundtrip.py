@@ -3,6 +3,7 @@ the zip checks, grade through the database layer, write the SR back, read it bac
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def _grade(db, code: str) -> None:
 
 
 def _dciodvfy_errors(dataset: pydicom.Dataset, tmp_path: Path) -> list[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.fail("The DICOM checks need dciodvfy: apt-get install dicom3tools")
     path = tmp_path / "report.dcm"
     dataset.save_as(path, enforce_file_format=True)
     out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
