@@ -26,7 +26,7 @@ from core.imaging.roi_detect import (
     ultrasound_views,
 )
 
-VISIBLE_SHARE_TRUSTED = 0.8
+VISIBLE_SHARE_TRUSTED = 0.9
 """A DICOM ultrasound region is taken as it is when the visible image fills at least this
 share of it; below, the region is shrunk to what is visible."""
 
