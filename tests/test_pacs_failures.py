@@ -242,3 +242,26 @@ def test_two_imports_of_a_new_patient_agree_on_one_pseudonym(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert errors == [] and len(found) == 12 and len(set(found)) == 1
+
+
+def test_two_sends_at_once_record_one_report(tmp_path: Path):
+    from core.services.pacs.link import SentReport
+
+    link = PseudonymLink(tmp_path / "link.db")
+    code = link.pseudonym_for("TWICE-1")
+    start = threading.Barrier(8)
+    outcomes: list[bool] = []
+
+    def claim(number: int) -> None:
+        report = SentReport(f"2.25.{number}", code, "2.25.1", "2.25.2", "x", "now", "boss")
+        other = PseudonymLink(link.path)
+        start.wait()
+        outcomes.append(other.claim_send(report) is None)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert len(link.sent_reports(code)) == 1

@@ -158,8 +158,21 @@ class PseudonymLink:
         with self._connect() as conn:
             return dict(conn.execute("SELECT patient_id, pseudonym FROM patient").fetchall())
 
-    def record_sent(self, report: SentReport) -> None:
-        with self._connect() as conn:
+    def claim_send(self, report: SentReport, *, again: bool = False) -> SentReport | None:
+        """Record a report as sent before it goes out, unless one was sent already.
+
+        Returns the last report sent earlier when ``again`` is False and there is one (then
+        nothing is recorded); the check and the record are one locked transaction, so two
+        admins pressing *Send* at once send one report. ``forget_send`` undoes a claim
+        whose send failed.
+        """
+        with self._connect(immediate=True) as conn:
+            last = conn.execute(
+                "SELECT * FROM sent_report WHERE pseudonym = ? ORDER BY sent_at DESC, rowid DESC",
+                (report.pseudonym,),
+            ).fetchone()
+            if last is not None and not again:
+                return SentReport(*last)
             conn.execute(
                 "INSERT INTO sent_report VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -172,6 +185,11 @@ class PseudonymLink:
                     report.sent_by,
                 ),
             )
+        return None
+
+    def forget_send(self, sop_instance_uid: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sent_report WHERE sop_instance_uid = ?", (sop_instance_uid,))
 
     def sent_reports(self, pseudonym: str) -> list[SentReport]:
         """Reports sent for a pseudonym, oldest first."""

@@ -133,6 +133,14 @@ def content_hash(content: ReportContent) -> str:
     return hashlib.sha256(repr(content).encode()).hexdigest()
 
 
+def _already_sent(last: SentReport, digest: str) -> UserError:
+    same = "the same content" if last.content_sha256 == digest else "older content"
+    return UserError(
+        f"A report for {last.pseudonym} was already sent on {last.sent_at} with {same} "
+        f"(SR {last.sop_instance_uid}). Choose 'send again' to send a new version."
+    )
+
+
 def send_report(
     client: PacsClient,
     db: Database,
@@ -146,7 +154,8 @@ def send_report(
     compute_models: bool = True,
     gradcam_images: bool = False,
 ) -> WritebackResult:
-    """Build the patient's SR and STOW it; recorded in the link only once the PACS took it.
+    """Build the patient's SR and STOW it; it stays recorded in the link only when the PACS
+    took it.
 
     ``gradcam_images`` sends each computed model's Grad-CAM overlay with it as a Secondary
     Capture in the same request.
@@ -168,14 +177,9 @@ def send_report(
             "before writing a report back."
         )
     digest = content_hash(content)
-    sent = link.sent_reports(pseudonym)
-    if sent and not again:
-        last = sent[-1]
-        same = "the same content" if last.content_sha256 == digest else "older content"
-        raise UserError(
-            f"A report for {pseudonym} was already sent on {last.sent_at} with {same} "
-            f"(SR {last.sop_instance_uid}). Choose 'send again' to send a new version."
-        )
+    earlier = link.sent_reports(pseudonym)
+    if earlier and not again:
+        raise _already_sent(earlier[-1], digest)
     gsu_link = originals["GSU"]
     gsu = client.metadata(
         gsu_link.study_instance_uid, gsu_link.series_instance_uid, gsu_link.sop_instance_uid
@@ -199,8 +203,7 @@ def send_report(
         for number, overlay in enumerate(overlays, start=1)
         if gradcam_images and sources.get(overlay.modality) is not None
     ]
-    client.store([report, *captures])
-    link.record_sent(
+    last = link.claim_send(
         SentReport(
             str(report.SOPInstanceUID),
             pseudonym,
@@ -209,8 +212,16 @@ def send_report(
             digest,
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             actor_name,
-        )
+        ),
+        again=again,
     )
+    if last is not None:
+        raise _already_sent(last, digest)
+    try:
+        client.store([report, *captures])
+    except BaseException:
+        link.forget_send(str(report.SOPInstanceUID))
+        raise
     return WritebackResult(
         pseudonym, str(report.SOPInstanceUID), str(report.StudyInstanceUID), content
     )
