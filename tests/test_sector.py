@@ -58,6 +58,27 @@ def test_without_a_ruler_the_fan_ends_where_its_echoes_end() -> None:
     assert view.w == pytest.approx(2 * 0.75 * RADIUS * math.sin(HALF_ANGLE), rel=0.05)
 
 
+def test_colored_text_beside_the_fan_is_not_part_of_the_color_box() -> None:
+    """Settings text in a scanner's accent colour sits inside the fan's bounding box but
+    outside the fan: the Doppler box is searched inside the fitted fan only."""
+    screen = _dark_fan_screen(ruler=True)
+    rng = np.random.default_rng(4)
+    doppler = Box(280, 150, 80, 110)
+    flow = rng.random((doppler.h, doppler.w)) < 0.6
+    patch = screen[doppler.y : doppler.y2, doppler.x : doppler.x2]
+    patch[flow] = np.where(rng.random((flow.sum(), 1)) < 0.5, (220, 30, 20), (20, 60, 230))
+    ramp = np.linspace(255, 0, 200).astype(np.uint8).reshape(-1, 1)
+    bar = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    screen[100:300, 612:624] = bar
+    for i, text in enumerate(("Map 3", "150dB/C 3", "Persist Low", "2D Opt:Gen")):
+        cv2.putText(
+            screen, text, (70, 80 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (250, 160, 60), 2
+        )
+    found = propose_regions(screen)
+    assert found.views[0].iou(TRUE_FAN) >= 0.9
+    assert found.color_box is not None and found.color_box.iou(doppler) >= 0.9, found.color_box
+
+
 def test_rectangle_and_curved_panorama_are_not_sectors() -> None:
     rectangle = np.zeros((300, 400), bool)
     rectangle[40:280, 60:340] = True

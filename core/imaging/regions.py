@@ -23,8 +23,9 @@ from core.imaging.roi_detect import (
     detect_scale_bar,
     odd_kernel,
     to_rgb_u8,
-    ultrasound_views,
+    ultrasound_fans,
 )
+from core.imaging.sector import fan_mask
 
 VISIBLE_SHARE_TRUSTED = 0.9
 """A DICOM ultrasound region is taken as it is when the visible image fills at least this
@@ -191,21 +192,22 @@ def propose_regions(pixels: np.ndarray, header: dict[str, Any] | None = None) ->
     spacing = None
     if regions:
         background = _background_level(img)
-        views = [_visible_part(img, r.box, background) for r in regions]
+        fans = [(_visible_part(img, r.box, background), None) for r in regions]
         spacing = regions[0].mm_per_pixel
         source = "dicom"
     else:
         try:
-            views = ultrasound_views(img, bar)
+            fans = ultrasound_fans(img, bar)
         except NoImageContentError:
             return RegionProposal((), None, bar, None, "none")
         source = "pixels"
     color = None
-    for view in views:
-        color = color_box_excluding(img, view, bar)
+    for view, fan in fans:
+        inside = None if fan is None else fan_mask(fan, width, height)
+        color = color_box_excluding(img, view, bar, within=inside)
         if color is not None:
             break
-    return RegionProposal(tuple(views), color, bar, spacing, source)
+    return RegionProposal(tuple(view for view, _ in fans), color, bar, spacing, source)
 
 
 def _background_level(img: np.ndarray) -> int:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from core.common.boxes import Box
-from core.imaging.sector import deepened_by_ruler, depth_rulers, fit_sector
+from core.imaging.sector import Sector, deepened_by_ruler, depth_rulers, fit_sector
 
 OVERLAY_MIN_CHROMA = 24
 """RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even
@@ -230,6 +230,12 @@ def ultrasound_area_excluding(img: np.ndarray, bar: Box | None) -> Box:
 
 
 def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
+    """Every B-mode view of a uint8 RGB frame, the most textured first (see
+    :func:`ultrasound_fans`)."""
+    return [view for view, _ in ultrasound_fans(img, bar)]
+
+
+def ultrasound_fans(img: np.ndarray, bar: Box | None) -> list[tuple[Box, Sector | None]]:
     """Every B-mode view of a uint8 RGB frame, the most textured first.
 
     A screen may hold two views (dual mode, or SWE above its B-mode reference): each dense,
@@ -266,7 +272,7 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
         )
     areas = stats[1:, cv2.CC_STAT_AREA].astype(float)
     ranked = 1 + np.argsort(-areas)
-    views = []
+    views: list[tuple[Box, Sector | None]] = []
     rulers = None
     for i in ranked:
         if areas[i - 1] < 0.25 * areas[ranked[0] - 1]:
@@ -275,11 +281,12 @@ def ultrasound_views(img: np.ndarray, bar: Box | None) -> list[Box]:
         if sector is not None:
             if rulers is None:
                 rulers = depth_rulers(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
-            views.append(deepened_by_ruler(sector, rulers).box(width, height))
+            fan = deepened_by_ruler(sector, rulers)
+            views.append((fan.box(width, height), fan))
             continue
         x, y, w, h = (int(v) for v in stats[i, :4])
         rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
-        views.extend(_refine_edges(valid, part) for part in _split_at_gaps(valid, rough))
+        views.extend((_refine_edges(valid, part), None) for part in _split_at_gaps(valid, rough))
     return views
 
 
@@ -382,7 +389,12 @@ def detect_color_box(rgb: np.ndarray, within: Box | None = None) -> Box | None:
 
 
 def color_box_excluding(
-    img: np.ndarray, area: Box, bar: Box | None, *, require_bar: bool = True
+    img: np.ndarray,
+    area: Box,
+    bar: Box | None,
+    *,
+    require_bar: bool = True,
+    within: np.ndarray | None = None,
 ) -> Box | None:
     """``detect_color_box`` for a uint8 RGB frame whose image area and scale bar are known.
 
@@ -390,6 +402,8 @@ def color_box_excluding(
     overlay is always drawn with its color scale, while tinted gray maps, green markers and
     logos are not. The SWE decoder, which knows its frame is elastography, passes
     ``require_bar=False`` to find the overlay of a screen whose bar was cropped away.
+    ``within`` (a frame-sized mask, e.g. a fitted fan) leaves out colored pixels outside it:
+    text and icons in the corners of a sector's box.
     """
     height, width = img.shape[:2]
     if not area.inside(width, height) or area.area == 0:
@@ -399,6 +413,8 @@ def color_box_excluding(
         )
     sat = chroma(img[area.y : area.y2, area.x : area.x2])  # area coordinates from here on
     colored = (sat >= OVERLAY_MIN_CHROMA).astype(np.uint8)
+    if within is not None:
+        colored &= within[area.y : area.y2, area.x : area.x2].astype(np.uint8)
     if bar is not None:
         pad = pad_box(bar, max(3, bar.w // 2), width, height)
         colored[

@@ -58,6 +58,21 @@ class Sector:
         return Box(left, top, max(0, right - left), max(0, bottom - top))
 
 
+FAN_MARGIN = math.radians(2.0)
+"""Angle added on each side of a fitted fan when it bounds a search (edge pixels, fit error)."""
+
+
+def fan_mask(sector: Sector, width: int, height: int) -> np.ndarray:
+    """Pixels of a ``width`` × ``height`` frame inside ``sector`` (a little widened): where
+    a Doppler or elastography box can be; the box's corners outside the fan cannot."""
+    ax, ay = sector.apex
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    phi = np.arctan2(xx - ax, yy - ay)
+    inside = (phi >= sector.left - FAN_MARGIN) & (phi <= sector.right + FAN_MARGIN)
+    near = np.hypot(xx - ax, yy - ay) <= 1.03 * sector.radius
+    return inside & near & (yy >= sector.top - 2)
+
+
 def fit_sector(mask: np.ndarray, scale: float = 1.0) -> Sector | None:
     """The sector that bounds ``mask`` (one view's content, apex up), or None.
 
