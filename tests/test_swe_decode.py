@@ -95,7 +95,7 @@ def test_built_frames_decode_at_any_opacity(alpha: float, t_range: tuple[float, 
     shot = build_screenshot(
         color=COLOR, bar=BAR, bar_labels=("0", "80"), alpha=alpha, t_range=t_range
     )
-    result = decode_swe(shot.rgb)
+    result = decode_swe(shot.rgb, kpa_range=(0.0, 80.0))  # two end labels: never read
     assert result.units == KPA_UNITS
     assert result.alpha == pytest.approx(alpha, abs=0.03)
     assert np.median(_error_pct(result.stiffness, shot.t_true * 80, 80.0)) < 2.0
@@ -107,7 +107,7 @@ def test_built_frames_decode_at_any_opacity(alpha: float, t_range: tuple[float, 
 
 def test_configured_range_wins_over_labels() -> None:
     shot = build_screenshot(color=COLOR, bar=BAR, bar_labels=("0", "100"))
-    read = decode_swe(shot.rgb)
+    read = decode_swe(shot.rgb, kpa_range=(0.0, 100.0))
     configured = decode_swe(shot.rgb, kpa_range=(10.0, 250.0))
     assert read.units == configured.units == KPA_UNITS
     finite = np.isfinite(read.stiffness)
@@ -184,7 +184,7 @@ def test_off_scale_colors_are_not_given_a_stiffness() -> None:
 
 def test_configured_alpha_is_used() -> None:
     shot = build_screenshot(color=COLOR, bar=BAR, alpha=0.5, t_range=(0.02, 0.07))
-    result = decode_swe(shot.rgb, alpha=0.5)
+    result = decode_swe(shot.rgb, alpha=0.5, kpa_range=(0.0, 100.0))
     assert result.alpha == 0.5
     assert np.median(_error_pct(result.stiffness, shot.t_true * 100, 100.0)) < 1.0
 
@@ -200,12 +200,16 @@ def test_configured_alpha_is_used() -> None:
         (("16", "78"), 0.45),
     ],
 )
-def test_scale_labels_are_read(labels: tuple[str, str], scale: float) -> None:
+def test_two_end_labels_are_refused_not_guessed(labels: tuple[str, str], scale: float) -> None:
+    """With only two numbers nothing would catch a misread digit: the range must be entered."""
     for bar, left in ((BAR, True), (Box(566, 80, 10, 180), False)):
         shot = build_screenshot(
             color=COLOR, bar=bar, bar_labels=labels, label_scale=scale, labels_left=left
         )
-        assert read_scale_labels(shot.rgb, bar) == (float(labels[0]), float(labels[1]))
+        assert read_scale_labels(shot.rgb, bar) is None
+        scale_read = read_color_scale(shot.rgb, bar)
+        assert scale_read is not None and scale_read.kpa_range is None
+        assert scale_read.refusal
 
 
 @pytest.mark.parametrize(
@@ -213,26 +217,25 @@ def test_scale_labels_are_read(labels: tuple[str, str], scale: float) -> None:
     [
         ("1 0", None),  # a space inside: not one number
         ("cm", None),  # lower-case letters, shorter than the digits
-        ("1000", (80, 84)),  # the left end cut off: "000"-like remains
-        ("1000", (80, 86)),
+        ("1000", 4),  # the left end cut off: "000"-like remains
+        ("1000", 6),
         ("8O", None),  # a letter O among digits
+        ("90", None),  # a plain wrong number: off the line through the other labels
     ],
 )
-def test_labels_are_never_misread(text: str, cut: tuple[int, int] | None) -> None:
-    """Unreadable or partial labels give None, not a wrong number."""
-    shot = build_screenshot(color=COLOR, bar=BAR, bar_labels=("5", "100"))
-    rgb = shot.rgb.copy()
-    rgb[90:110, 40:110] = 0
-    cv2.putText(rgb, text, (80, 105), FONT, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+def test_labels_are_never_misread(text: str, cut: int | None) -> None:
+    """A phantom whose top label is replaced: None, never a wrong range."""
+    case = render_case(4, 1, 0.0, 60.0)
+    bar = case.scale_bar_box
+    assert read_scale_labels(case.swe, bar) == case.scale_kpa
+    rgb = case.swe.copy()
+    rgb[bar.y - 2 : bar.y + 12, 40 : bar.x - 1] = 0
+    (width, _), _ = cv2.getTextSize(text, FONT, 0.4, 1)
+    left = bar.x - 4 - width
+    cv2.putText(rgb, text, (left, bar.y + 9), FONT, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     if cut is not None:
-        rgb[90:110, cut[0] : cut[1]] = 0
-    assert read_scale_labels(rgb, BAR) is None
-    assert read_scale_labels(shot.rgb, BAR) == (5.0, 100.0)
-
-
-def test_labels_with_top_not_above_bottom_are_rejected() -> None:
-    swapped = build_screenshot(color=COLOR, bar=BAR, bar_labels=("100", "0"))
-    assert read_scale_labels(swapped.rgb, BAR) is None
+        rgb[bar.y - 2 : bar.y + 12, left : left + cut] = 0
+    assert read_scale_labels(rgb, bar) is None
 
 
 def test_stiffness_stats_values() -> None:

@@ -7,7 +7,9 @@ mapping the colors back through the scale bar gives a usable stiffness map. This
 that for one frame:
 
 1. find the color scale bar and sample its colors from bottom (soft, blue) to top (hard, red);
-2. read the bar's kPa range from the labels printed beside it, or take a configured range;
+2. read the bar's range from the labels printed beside it (kPa, or m/s converted to kPa with
+   E = 3ρc², ρ = 1000 kg/m³), or take a configured range; without either, stiffness is
+   relative (0–1) and says so;
 3. mask the colored pixels inside the color box;
 4. undo the alpha blending and map each pixel to the nearest bar color.
 
@@ -23,7 +25,6 @@ for display and comparison).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,18 +46,13 @@ from core.imaging.roi_detect import (
     to_rgb_u8,
     ultrasound_area_excluding,
 )
+from core.imaging.swe_scale_labels import Refusal, Units, read_labels, shear_speed_to_kpa
 
 ScaleSource = Literal["read from labels", "configured", "none"]
 
 KPA_UNITS = "kPa"
 RELATIVE_UNITS = "relative (0–1)"
 
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_MIN_GLYPH_SCORE = 0.6
-_MIN_WORD_SCORE = 0.75
-_INK_LEVEL = 100
-_TEXT_LEVEL = 110
-_BLACK_BACKGROUND = 50
 _ALPHA_MIN = 0.2
 _ALPHA_SAMPLE = 600
 _CURVE_POINTS = 1024
@@ -73,7 +69,11 @@ class ColorScale:
 
     colors_lab: np.ndarray
     kpa_range: tuple[float, float] | None
+    """The range at the bar's ends in ``units``: kPa, or m/s for a shear-speed scale."""
     source: ScaleSource
+    units: Units = "kPa"
+    refusal: str | None = None
+    """Why the printed labels were not trusted (None when read or configured)."""
 
 
 @dataclass(frozen=True)
@@ -122,310 +122,26 @@ def _bar_rows_rgb(img: np.ndarray, bar: Box) -> np.ndarray:
     return rows[keep][::-1]
 
 
-# ---------------------------------------------------------------------------------------
-# Reading the printed labels
-# ---------------------------------------------------------------------------------------
-
-
-def _normalize_glyph(patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resampled to ``size`` (w, h), blurred, zero mean, unit norm: ready for correlation."""
-    g = cv2.resize(patch.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    g = cv2.GaussianBlur(g, (0, 0), 0.8)
-    g -= g.mean()
-    return g / max(float(np.linalg.norm(g)), 1e-6)
-
-
-def _ink_crop(canvas: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(canvas > _INK_LEVEL)
-    return canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-
-
-def _render(text: str, scale: float, thickness: int) -> np.ndarray:
-    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-    canvas = np.zeros((th + baseline + 12, tw + 12), np.uint8)
-    cv2.putText(canvas, text, (5, th + 5), _FONT, scale, 255, thickness, cv2.LINE_AA)
-    return _ink_crop(canvas)
-
-
-def _font_sizes(height: int) -> list[tuple[float, int, float]]:
-    """(scale, thickness, resample ratio) at which digit ink is ``height`` px tall (±1 px).
-
-    At label sizes (7–20 px) the rasterization depends on the exact font scale and stroke
-    thickness, so several scales (±15 %) and thicknesses 1–2 are tried; each rendering is
-    then resampled to exactly ``height`` rows.
-    """
-    sizes = []
-    for thickness in (1, 2):
-        base = _render("0", 1.0, thickness).shape[0]
-        for factor in np.linspace(0.85, 1.15, 7):
-            scale = height / base * factor
-            ink = _render("0", scale, thickness).shape[0]
-            if abs(ink - height) <= 1:
-                sizes.append((float(scale), thickness, height / ink))
-    return sizes
-
-
-def _resampled(crop: np.ndarray, ratio: float, height: int) -> np.ndarray:
-    width = max(1, round(crop.shape[1] * ratio))
-    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _word_templates(height: int, text: str) -> tuple[np.ndarray, ...]:
-    """``text`` drawn by cv2.putText (FONT_HERSHEY_SIMPLEX), ink ``height`` px tall."""
-    return tuple(
-        _resampled(_render(text, scale, thickness), ratio, height)
-        for scale, thickness, ratio in _font_sizes(height)
-    )
-
-
-@dataclass(frozen=True)
-class _DigitFont:
-    """The ten digits at one font size, with the spacing cv2.putText gives them."""
-
-    glyphs: dict[str, np.ndarray]
-    pitch: float  # origin-to-origin advance of a digit, px
-    dot: float  # extra advance a '.' adds between two digits, px
-    scale: float
-    thickness: int
-    ratio: float  # resampling that brings the rendered ink to the strip height
-
-
-@functools.lru_cache(maxsize=64)
-def _digit_fonts(height: int) -> tuple[_DigitFont, ...]:
-    fonts = []
-    for scale, thickness, ratio in _font_sizes(height):
-        glyphs = {d: _resampled(_render(d, scale, thickness), ratio, height) for d in "0123456789"}
-        ten = cv2.getTextSize("0" * 10, _FONT, scale, thickness)[0][0]
-        two = cv2.getTextSize("00", _FONT, scale, thickness)[0][0]
-        dotted = cv2.getTextSize("0.0", _FONT, scale, thickness)[0][0]
-        pitch, dot = ten / 10 * ratio, (dotted - two) * ratio
-        fonts.append(_DigitFont(glyphs, pitch, dot, scale, thickness, ratio))
-    return tuple(fonts)
-
-
-def _matches_word(patch: np.ndarray, text: str, min_score: float = _MIN_GLYPH_SCORE) -> bool:
-    """Whether a whole word patch looks like ``text`` drawn at its height (any font size).
-
-    Both are resampled to the patch size after a width check (±25 %), so this compares
-    shape, not spacing; the glyph-by-glyph reading checks the spacing.
-    """
-    h, w = patch.shape
-    obs = _normalize_glyph(patch, (w, h))
-    for tmpl in _word_templates(h, text):
-        if abs(math.log(w / tmpl.shape[1])) > 0.25:
-            continue
-        if float((obs * _normalize_glyph(tmpl, (w, h))).sum()) >= min_score:
-            return True
-    return False
-
-
-def _best_digits(padded: np.ndarray, font: _DigitFont) -> tuple[np.ndarray, np.ndarray]:
-    """Best digit correlation, and that digit, for a glyph centred at each half-pixel."""
-    best = np.full(2 * padded.shape[1] + 2, -1.0)
-    digit = np.full(best.shape, "", dtype="<U1")
-    for d, glyph in font.glyphs.items():
-        gw = glyph.shape[1]
-        if gw > padded.shape[1]:
-            continue
-        resp = cv2.matchTemplate(padded, glyph, cv2.TM_CCOEFF_NORMED)[0]
-        centers = 2 * np.arange(resp.size) + gw - 1
-        better = resp > best[centers]
-        best[centers[better]] = resp[better]
-        digit[centers[better]] = d
-    return best, digit
-
-
-def _read_number(strip: np.ndarray) -> str | None:
-    """Read a number (digits, at most one '.') printed in FONT_HERSHEY_SIMPLEX.
-
-    cv2.putText sets digits on a fixed pitch, and a '.' widens one step by its own advance.
-    For each font size, every layout (number of digits, where the dot is) is scored by the
-    best digit correlation at each grid position (±½ px). A layout counts when every digit
-    correlates at least ``_MIN_GLYPH_SCORE``, its glyphs start and end within 1 px of the
-    ink, and a dot position holds ink near the baseline. The best layout wins unless one
-    reading otherwise comes within 0.03. Touching or broken glyphs, which defeat connected
-    components at these sizes, read fine; a lost '.' or a space fits no layout, so "2.5"
-    never reads "25".
-    """
-    h, w = strip.shape
-    pad = 2
-    padded = cv2.copyMakeBorder(strip.astype(np.float32), 0, 0, pad, pad, cv2.BORDER_CONSTANT, 0)
-    base_ink = (padded[int(0.6 * h) :] > _INK_LEVEL).any(axis=0)
-    half = max(1, round(0.18 * h))
-    results: dict[str, tuple[float, _DigitFont]] = {}
-    for font in _digit_fonts(h):
-        best, digit = _best_digits(padded, font)
-        widths = {d: g.shape[1] for d, g in font.glyphs.items()}
-        mean_w = float(np.mean(list(widths.values())))
-        for n in range(1, 9):
-            for dot_after in [None, *range(n - 1)]:
-                dotted = font.dot if dot_after is not None else 0.0
-                if abs((n - 1) * font.pitch + dotted + mean_w - w) > 0.25 * h + 1:
-                    continue
-                offsets = font.pitch * np.arange(n) + font.dot * (
-                    np.arange(n) > (dot_after if dot_after is not None else n)
-                )
-                starts = 2 * pad + mean_w - 1 + np.arange(-4, 5)  # first centre, half-pixels
-                lo = np.maximum(np.rint(starts[:, None] + 2 * offsets[None, :]).astype(int) - 1, 0)
-                window = np.minimum(lo[:, :, None] + np.arange(3), best.size - 1)
-                found = np.take_along_axis(window, best[window].argmax(axis=2)[:, :, None], axis=2)[
-                    :, :, 0
-                ]
-                scores = best[found]
-                for row, score in zip(
-                    found[scores.min(axis=1) >= _MIN_GLYPH_SCORE],
-                    scores.mean(axis=1)[scores.min(axis=1) >= _MIN_GLYPH_SCORE],
-                    strict=True,
-                ):
-                    left = (row[0] - widths[digit[row[0]]] + 1) / 2
-                    right = (row[-1] + widths[digit[row[-1]]] + 1) / 2
-                    if abs(left - pad) > 1 or abs(right - (w + pad)) > 1:
-                        continue  # the layout leaves ink unread or reads past it
-                    text = "".join(digit[row])
-                    if dot_after is not None:
-                        mid = round((row[dot_after] + row[dot_after + 1]) / 4)
-                        if not base_ink[max(0, mid - half) : mid + half + 1].any():
-                            continue
-                        text = f"{text[: dot_after + 1]}.{text[dot_after + 1 :]}"
-                    if text not in results or score > results[text][0]:
-                        results[text] = (float(score), font)
-    if not results:
-        return None
-    ranked = sorted(results.items(), key=lambda kv: kv[1][0], reverse=True)
-    text, (score, _) = ranked[0]
-    if len(ranked) > 1 and ranked[1][1][0] > score - 0.03:
-        return None
-    # Render the reading and compare it with the whole strip: a part of a word, or letters
-    # taken for digits one by one, does not look like the number drawn as a whole.
-    if not _matches_word(strip, text, _MIN_WORD_SCORE):
-        return None
-    return text
-
-
-def _read_word(gray: np.ndarray, box: Box) -> str | None:
-    """Read a word as "kPa" or a number (digits with at most one '.'); None when neither."""
-    patch = gray[box.y : box.y2, box.x : box.x2]
-    if _matches_word(patch, "kPa"):
-        return "kPa"
-    return _read_number(patch)
-
-
-def _words(gray: np.ndarray, region: Box) -> list[Box]:
-    """Boxes of the words of white text on black inside ``region`` (frame coordinates).
-
-    Text is told from B-mode speckle by its surround: the 2-px ring around a glyph is mostly
-    black, around a bright speckle grain mostly gray. A word whose line runs on past its
-    ends into anything bright (a glyph lost to the speckle test, the frame edge) is dropped,
-    so a number is never read in part.
-    """
-    gray = gray[region.y : region.y2, region.x : region.x2]
-    dark = cv2.integral((gray < _BLACK_BACKGROUND).astype(np.uint8))
-    rh, rw = gray.shape
-
-    def dark_count(x0: int, y0: int, x1: int, y1: int) -> int:
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, rw), min(y1, rh)
-        return int(dark[y1, x1] - dark[y0, x1] - dark[y1, x0] + dark[y0, x0])
-
-    def on_black(b: Box) -> bool:
-        outer = (min(b.x2 + 2, rw) - max(b.x - 2, 0)) * (min(b.y2 + 2, rh) - max(b.y - 2, 0))
-        ring = dark_count(b.x - 2, b.y - 2, b.x2 + 2, b.y2 + 2) - dark_count(b.x, b.y, b.x2, b.y2)
-        return ring >= 0.6 * (outer - b.area)
-
-    white = (gray >= _TEXT_LEVEL).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(white, connectivity=8)
-    glyphs = [
-        box
-        for box in (Box(*(int(v) for v in stats[i, :4])) for i in range(1, n))
-        if box.h <= 40 and box.w <= 40 and on_black(box)
-    ]
-    glyphs.sort(key=lambda b: b.x)
-    groups: list[list[Box]] = []
-    for g in glyphs:
-        for group in groups:
-            gy0, gy1 = min(b.y for b in group), max(b.y2 for b in group)
-            overlap = min(gy1, g.y2) - max(gy0, g.y)
-            gap = g.x - max(b.x2 for b in group)
-            if overlap >= 0.5 * min(g.h, gy1 - gy0) and gap <= 0.6 * max(gy1 - gy0, g.h):
-                group.append(g)
-                break
-        else:
-            groups.append([g])
-    words = []
-    for group in groups:
-        x0, y0 = min(b.x for b in group), min(b.y for b in group)
-        box = Box(x0, y0, max(b.x2 for b in group) - x0, max(b.y2 for b in group) - y0)
-        if box.h < 5 or box.x < 4 or box.x2 > gray.shape[1] - 4:
-            continue  # too small, or cut by the search region or the frame edge
-        left = gray[box.y : box.y2, box.x - 4 : box.x - 1]
-        right = gray[box.y : box.y2, box.x2 + 1 : box.x2 + 4]
-        if (left >= _TEXT_LEVEL).any() or (right >= _TEXT_LEVEL).any():
-            continue
-        words.append(Box(box.x + region.x, box.y + region.y, box.w, box.h))
-    return words
-
-
 def read_scale_labels(rgb: np.ndarray, bar: Box) -> tuple[float, float] | None:
-    """The (min, max) kPa printed at the bottom and top of the scale bar, or None.
+    """The (min, max) printed at the bottom and top of the scale bar, or None when not trusted.
 
-    Handles the labels the phantom and GE LOGIQ screenshots print: white digits in a
-    FONT_HERSHEY_SIMPLEX-like stroke font beside or above the bar ends, and the unit "kPa"
-    above the bar. Each glyph is matched against digits drawn with cv2.putText at the same
-    height. Other fonts may not read; the function then returns None rather than guessing,
-    and the caller must configure the range. A reading needs the unit "kPa" near the top of
-    the bar (so an m/s scale is never taken for kPa), a number as tall as the unit at the top
-    and one at the bottom, with top > bottom.
+    ``core.imaging.swe_scale_labels`` reads the labels with OCR and accepts them only when
+    they are consistent; ``read_color_scale`` also says why a reading was refused and in
+    which units (kPa or m/s) the range is printed.
     """
-    img = to_rgb_u8(rgb)
-    height, width = img.shape[:2]
-    _check_box(bar, width, height, "scale bar box")
-    region = pad_box(bar, max(90, 6 * bar.w), width, height)
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    gray[chroma(img) > 40] = 0  # white text only: the bar and colored marks are not glyphs
-    words = _words(gray, region)
-    units = [
-        box
-        for box in words
-        if box.y2 <= bar.y + 0.15 * bar.h
-        and max(bar.x - box.x2, box.x - bar.x2, 0) <= 3 * box.h + bar.w
-        and _matches_word(gray[box.y : box.y2, box.x : box.x2], "kPa")
-    ]
-    if not units:
-        return None
-    text_h = units[0].h  # digits are as tall as "kPa" in this font; lower-case words are not
-
-    def pick(end_y: float) -> float | None:
-        """The number printed nearest to one end of the bar, beside or beyond it."""
-        near = []
-        for box in words:
-            dy = abs(box.y + box.h / 2 - end_y)
-            dx = max(bar.x - box.x2, box.x - bar.x2, 0)
-            if (
-                dx <= 2.5 * box.h + bar.w
-                and dy <= max(3 * box.h, 0.15 * bar.h)
-                and abs(box.h - text_h) <= 0.12 * text_h + 1
-            ):
-                near.append((dy + dx, box))
-        for _, box in sorted(near, key=lambda item: item[0]):
-            text = _read_word(gray, box)
-            if text not in (None, "kPa"):
-                return float(text)
-        return None
-
-    top, bottom = pick(bar.y), pick(bar.y2)
-    if top is None or bottom is None or top <= bottom:
-        return None
-    return bottom, top
+    reading = read_labels(rgb, bar)
+    return None if isinstance(reading, Refusal) else (reading.low, reading.high)
 
 
 def read_color_scale(
     rgb: np.ndarray, bar: Box | None = None, kpa_range: tuple[float, float] | None = None
 ) -> ColorScale | None:
-    """Sample the scale bar (median across its width per row, bottom → top) and its kPa range.
+    """Sample the scale bar (median across its width per row, bottom → top) and its range.
 
     ``bar`` defaults to the detected scale bar; None is returned when there is none. A
     configured ``kpa_range`` always wins over the printed labels; without either the scale is
-    relative (``kpa_range`` None, source "none").
+    relative (``kpa_range`` None, source "none", ``refusal`` saying why the labels were not
+    trusted).
     """
     img = to_rgb_u8(rgb)
     height, width = img.shape[:2]
@@ -442,8 +158,10 @@ def read_color_scale(
     lab = rgb2lab(rows[None].astype(np.float64) / 255.0)[0]
     if kpa_range is not None:
         return ColorScale(lab, _check_range(kpa_range), "configured")
-    labels = read_scale_labels(img, bar)
-    return ColorScale(lab, labels, "read from labels" if labels else "none")
+    reading = read_labels(img, bar)
+    if isinstance(reading, Refusal):
+        return ColorScale(lab, None, "none", refusal=reading.reason)
+    return ColorScale(lab, (reading.low, reading.high), "read from labels", reading.units)
 
 
 # ---------------------------------------------------------------------------------------
@@ -565,27 +283,31 @@ def _nearest_on_curve(
 
 def _scale_for(
     img: np.ndarray, kpa_range: tuple[float, float] | None
-) -> tuple[Box | None, np.ndarray, tuple[float, float] | None, str | None]:
-    """The scale bar, its colors (bottom → top, RGB), its kPa range and a warning, if any."""
+) -> tuple[Box | None, np.ndarray, tuple[float, float] | None, Units, str | None]:
+    """The scale bar, its colors (bottom → top, RGB), range, its units and a warning, if any."""
     bar = detect_scale_bar(img)
     scale = read_color_scale(img, bar, kpa_range) if bar is not None else None
+    units: Units = "kPa"
+    refusal = None
     if scale is None:
         colors = jet_reference()
-        rng_kpa = _check_range(kpa_range) if kpa_range is not None else None
+        rng = _check_range(kpa_range) if kpa_range is not None else None
         warning = (
             "No color scale bar found: colors were read against an assumed jet (blue → red) scale."
         )
     else:
         colors = np.rint(np.clip(lab2rgb(scale.colors_lab[None])[0], 0, 1) * 255.0)
-        rng_kpa = scale.kpa_range
+        rng, units, refusal = scale.kpa_range, scale.units, scale.refusal
         warning = None
-    if rng_kpa is None:
+    if rng is None:
+        why = f" ({refusal})" if refusal else ""
         extra = (
-            "Stiffness is in relative units (0–1), not kPa: no kPa range could be read from "
-            "the screen and none was configured. Enter the scale range to get kPa."
+            "Stiffness is in relative units (0–1), not kPa: the scale labels could not be "
+            f"read with confidence{why} and no range was entered for this scanner preset. "
+            "Enter the scale range to get kPa."
         )
         warning = f"{warning} {extra}" if warning else extra
-    return bar, colors, rng_kpa, warning
+    return bar, colors, rng, units, warning
 
 
 def _check_alpha(alpha: float) -> float:
@@ -657,7 +379,7 @@ def decode_swe(
                 f"is {width}×{height}; pass the GSU screenshot of the same scan."
             )
         under = cv2.cvtColor(under_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    bar, colors, rng_kpa, warning = _scale_for(img, kpa_range)
+    bar, colors, rng_kpa, scale_units, warning = _scale_for(img, kpa_range)
     if color_box is None:
         area = ultrasound_area_excluding(img, bar)
         color_box = color_box_excluding(img, area, bar, require_bar=False)
@@ -705,6 +427,8 @@ def decode_swe(
     t = idx / (_CURVE_POINTS - 1)
     on_scale = dist <= _OFF_SCALE_FRACTION * alpha * np.median(np.linalg.norm(curve_opp, axis=1))
     values = t if rng_kpa is None else rng_kpa[0] + t * (rng_kpa[1] - rng_kpa[0])
+    if rng_kpa is not None and scale_units == "m/s":
+        values = shear_speed_to_kpa(values)  # the bar is linear in speed, not in kPa
     stiffness[mask] = np.where(on_scale, values, np.nan)
 
     if under is None:

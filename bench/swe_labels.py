@@ -1,0 +1,178 @@
+"""SWE scale labels across fonts: correct / refused / silent-misread rates per font.
+
+Color bars with printed labels are drawn with PIL in many fonts, 9–20 px, with and without
+anti-aliasing, on dark and light panels, in eight label layouts (end labels, ticks,
+``≥300 kPa`` and ``>200 kPa`` titles, m/s scales). The reader was tuned on ``TUNING``;
+``HELD_OUT`` fonts were never looked at while tuning. Run: ``python -m bench.swe_labels
+[samples]``; exit 1 when a held-out target (≥ 85 % correct, 0 silent misreads) is missed.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from core.common.boxes import Box
+from core.imaging.swe_scale_labels import Refusal, read_labels
+
+_FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts/opentype")
+FONT_FILES = {
+    "DejaVuSans": "dejavu/DejaVuSans.ttf",
+    "DejaVuSans-Bold": "dejavu/DejaVuSans-Bold.ttf",
+    "NimbusSans": "urw-base35/NimbusSans-Regular.otf",
+    "DejaVuSansCondensed": "dejavu/DejaVuSansCondensed.ttf",
+    "DejaVuSansMono": "dejavu/DejaVuSansMono.ttf",
+    "DejaVuSerif": "dejavu/DejaVuSerif.ttf",
+    "NimbusSans-Bold": "urw-base35/NimbusSans-Bold.otf",
+    "NimbusSansNarrow": "urw-base35/NimbusSansNarrow-Regular.otf",
+    "NimbusRoman": "urw-base35/NimbusRoman-Regular.otf",
+    "NimbusMonoPS": "urw-base35/NimbusMonoPS-Regular.otf",
+    "URWGothic": "urw-base35/URWGothic-Book.otf",
+    "NotoSansMono": "noto/NotoSansMono-Regular.ttf",
+}
+"""Debian packages fonts-dejavu-core, fonts-urw-base35, fonts-noto-mono (installed by .ci/run)."""
+TUNING = ("DejaVuSans", "DejaVuSans-Bold", "NimbusSans")
+HELD_OUT = tuple(f for f in FONT_FILES if f not in TUNING)
+
+# tick labels top -> bottom, title above the bar, units, true (low, high), layout
+SCALES = [
+    (["40", "20", "0"], "kPa", "kPa", 0.0, 40.0, "ends"),
+    (["300", "200", "100", "0"], "kPa", "kPa", 0.0, 300.0, "ends"),
+    (["240", "180", "120", "60"], "≥300 kPa", "kPa", 0.0, 300.0, "ticks"),
+    (["150", "100", "50", "0"], "kPa", "kPa", 0.0, 150.0, "ends"),
+    (["10.0", "7.5", "5.0", "2.5", "0.0"], "m/s", "m/s", 0.0, 10.0, "ends"),
+    (["90", "0"], "kPa", "kPa", 0.0, 90.0, "ends"),
+    (["7.5", "5.0", "2.5"], "m/s", "m/s", 2.5, 7.5, "ends"),
+    (["150", "100", "50"], ">200 kPa", "kPa", 0.0, 200.0, "ticks"),
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    rgb: np.ndarray
+    bar: Box
+    truth: tuple[float, float, str]
+    font: str
+
+
+def font_path(name: str) -> Path:
+    """The font file, or a FileNotFoundError naming the Debian package to install."""
+    for root in _FONT_DIRS:
+        path = Path(root) / FONT_FILES[name]
+        if path.exists():
+            return path
+    raise FileNotFoundError(
+        f"Font {name} not found: apt-get install fonts-dejavu-core fonts-urw-base35 fonts-noto-mono"
+    )
+
+
+def _jet(n: int) -> np.ndarray:
+    ramp = np.linspace(255, 0, n).astype(np.uint8)[:, None]
+    return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[:, 0]
+
+
+def render(font: str, size: int, aa: bool, dark: bool, scale: int, left: bool, seed: int) -> Sample:
+    """One bar with its labels: ``size`` px font, anti-aliased or not, dark or light panel."""
+    rng = np.random.default_rng(seed)
+    labels, title, units, low, high, layout = SCALES[scale]
+    bg = int(rng.integers(0, 30)) if dark else int(rng.integers(215, 250))
+    ink = int(rng.integers(200, 256)) if dark else int(rng.integers(0, 50))
+    bw, bh = int(rng.integers(10, 20)), int(rng.integers(170, 260))
+    bar = Box(150 if left else 110, 70, bw, bh)
+    arr = np.full((380, 320, 3), bg, np.uint8)
+    arr[bar.y : bar.y2, bar.x : bar.x2] = _jet(bh)[:, None, :]
+    img = Image.fromarray(arr)
+    draw = ImageDraw.Draw(img)
+    draw.fontmode = "L" if aa else "1"
+    face = ImageFont.truetype(str(font_path(font)), size)
+    fill = (ink, ink, ink)
+    draw.text(
+        (bar.x + bw / 2 - draw.textlength(title, font=face) / 2, bar.y - 6),
+        title,
+        font=face,
+        fill=fill,
+        anchor="ls",
+    )
+    if layout == "ends":
+        ys = np.clip(
+            np.linspace(bar.y, bar.y2, len(labels)), bar.y + 0.4 * size, bar.y2 - 0.4 * size
+        )
+    else:
+        ys = [bar.y + bh * (1 - (float(v) - low) / (high - low)) for v in labels]
+    for text, y in zip(labels, ys, strict=True):
+        x = bar.x - 5 - draw.textlength(text, font=face) if left else bar.x2 + 5
+        draw.text((x, float(y)), text, font=face, fill=fill, anchor="lm")
+    return Sample(np.asarray(img), bar, (low, high, units), font)
+
+
+def sweep(fonts: tuple[str, ...], samples: int, seed: int = 1) -> list[Sample]:
+    """``samples`` random (font, 9–20 px, anti-aliasing, panel, layout, side) combinations."""
+    rnd = random.Random(seed)
+    return [
+        render(
+            rnd.choice(fonts),
+            rnd.randint(9, 20),
+            rnd.random() < 0.5,
+            rnd.random() < 0.5,
+            rnd.randrange(len(SCALES)),
+            rnd.random() < 0.5,
+            i,
+        )
+        for i in range(samples)
+    ]
+
+
+def outcome(sample: Sample) -> str:
+    """'correct', 'refused' or 'misread' (accepted but wrong: the outcome that must not happen)."""
+    reading = read_labels(sample.rgb, sample.bar)
+    if isinstance(reading, Refusal):
+        return "refused"
+    low, high, units = sample.truth
+    tol = 0.01 * (high - low)
+    ok = abs(reading.low - low) <= tol and abs(reading.high - high) <= tol
+    return "correct" if ok and reading.units == units else "misread"
+
+
+def rates(samples: list[Sample]) -> dict[str, collections.Counter]:
+    per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for s in samples:
+        result = outcome(s)
+        per[s.font][result] += 1
+        per["all"][result] += 1
+    return per
+
+
+def _print(title: str, per: dict[str, collections.Counter]) -> None:
+    print(title)
+    for font, c in sorted(per.items()):
+        n = sum(c.values())
+        print(
+            f"  {font:22s} n={n:4d}  correct {c['correct'] / n:6.1%}  "
+            f"refused {c['refused'] / n:6.1%}  silent misread {c['misread'] / n:6.1%}"
+        )
+
+
+def main() -> int:
+    samples = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+    _print("tuning fonts", rates(sweep(TUNING, samples // 3)))
+    held = rates(sweep(HELD_OUT, samples))
+    _print("held-out fonts", held)
+    total = held["all"]
+    share = total["correct"] / sum(total.values())
+    missed = share < 0.85 or total["misread"] > 0
+    print(
+        f"held-out: {share:.1%} correct (target ≥ 85%), {total['misread']} silent misreads "
+        f"(target 0){'  MISS' if missed else ''}"
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
