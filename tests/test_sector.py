@@ -15,7 +15,12 @@ import pytest
 
 from core.common.boxes import Box
 from core.imaging.regions import propose_regions
-from core.imaging.sector import Sector, depth_rulers, fit_sector
+from core.imaging.sector import (
+    Sector,
+    depth_rulers,
+    fit_sector,
+    rectangle_deepened_by_ruler,
+)
 
 APEX = (320, 60)
 RADIUS = 360
@@ -87,6 +92,22 @@ def test_rectangle_and_curved_panorama_are_not_sectors() -> None:
     distance = np.hypot(xx - 400, yy - 900)  # a rainbow: centre far below the screen
     panorama = (distance <= 850) & (distance >= 550) & (yy < 380)
     assert fit_sector(panorama) is None
+
+
+def test_a_linear_view_with_a_black_deep_half_reaches_its_ruler() -> None:
+    """A linear probe over muscle whose deep half is black (an Esaote MSK screen): the
+    ruler on the image's right edge spans the imaged depth."""
+    rng = np.random.default_rng(6)
+    gray = np.zeros((480, 640), np.uint8)
+    gray[60:240, 100:560] = np.clip(rng.rayleigh(40.0, (180, 460)), 0, 255).astype(np.uint8)
+    for y in range(60, 440, 38):  # ticks every 5 mm from the probe face down to 440
+        gray[y : y + 2, 562:568] = 220
+    view = propose_regions(np.repeat(gray[:, :, None], 3, axis=2)).views[0]
+    assert view.iou(Box(100, 60, 460, 380)) >= 0.9, view
+    ticks = [(565.0, np.arange(60, 441, 38))]
+    middle = [(330.0, np.arange(60, 441, 38))]  # across the image: a caliper, not the ruler
+    assert rectangle_deepened_by_ruler(Box(100, 60, 460, 180), middle).y2 == 240
+    assert rectangle_deepened_by_ruler(Box(100, 200, 460, 40), ticks).y2 == 240  # late start
 
 
 def test_depth_rulers_need_evenly_spaced_ticks() -> None:

@@ -16,7 +16,13 @@ import cv2
 import numpy as np
 
 from core.common.boxes import Box
-from core.imaging.sector import Sector, deepened_by_ruler, depth_rulers, fit_sector
+from core.imaging.sector import (
+    Sector,
+    deepened_by_ruler,
+    depth_rulers,
+    fit_sector,
+    rectangle_deepened_by_ruler,
+)
 
 OVERLAY_MIN_CHROMA = 24
 """RGB max−min that marks a pixel as color overlay. B-mode gray (R=G=B) scores near 0 even
@@ -286,7 +292,12 @@ def ultrasound_fans(img: np.ndarray, bar: Box | None) -> list[tuple[Box, Sector 
             continue
         x, y, w, h = (int(v) for v in stats[i, :4])
         rough = Box(2 * x, 2 * y, min(2 * w, width - 2 * x), min(2 * h, height - 2 * y))
-        views.extend((_refine_edges(valid, part), None) for part in _split_at_gaps(valid, rough))
+        parts = [_refine_edges(valid, part) for part in _split_at_gaps(valid, rough)]
+        if len(parts) == 1:  # a dual view's upper part must not grow over the lower one
+            if rulers is None:
+                rulers = depth_rulers(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+            parts = [rectangle_deepened_by_ruler(parts[0], rulers)]
+        views.extend((part, None) for part in parts)
     return views
 
 

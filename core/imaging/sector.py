@@ -1,10 +1,11 @@
-"""Sector geometry of a fan-shaped ultrasound view: apex, two straight edges and an arc.
+"""Geometry of a view whose far part is dark: a fan's apex, edges and arc, and depth rulers.
 
 A phased-array or convex probe images a sector. When its far field or its sides are dark
 (a heart with black chambers, a probe in air), the visible echoes fill only part of the fan,
 and a box around them is too small. Fitting the geometry instead (the apex where the two
 straight edges meet, the widest angles the echoes reach, and the depth down to the end of
-the depth ruler beside the fan) recovers the whole fan from what is visible.
+the depth ruler beside the fan) recovers the whole fan from what is visible. A linear
+probe's rectangle with a black deep half is carried down to its ruler's end the same way.
 """
 
 from __future__ import annotations
@@ -206,3 +207,23 @@ def deepened_by_ruler(sector: Sector, rulers: list[tuple[float, np.ndarray]]) ->
         if beside and starts_near_top and depth <= RULER_MAX_DEEPENING * sector.radius:
             radius = max(radius, depth)
     return Sector(sector.apex, sector.left, sector.right, radius, sector.top)
+
+
+RULER_MAX_RECT_DEEPENING = 2.5
+"""A ruler may carry a rectangular view down to at most this multiple of its visible height."""
+
+
+def rectangle_deepened_by_ruler(view: Box, rulers: list[tuple[float, np.ndarray]]) -> Box:
+    """``view`` (a linear probe's rectangle) reaching down to the last tick of a depth ruler
+    at its side, when its deep part is too dark to see: as with a fan, the ruler spans the
+    imaged depth. The ruler must start at the view's top and stand at its side (outside
+    it, or on its edge columns), never across its middle."""
+    bottom = view.y2
+    edge = max(3, round(0.03 * view.w))
+    for x, rows in rulers:
+        at_side = x <= view.x + edge or x >= view.x2 - edge
+        starts_at_top = abs(float(rows[0]) - view.y) <= max(6.0, 0.05 * view.h)
+        end = int(rows[-1]) + 1
+        if at_side and starts_at_top and end <= view.y + RULER_MAX_RECT_DEEPENING * view.h:
+            bottom = max(bottom, end)
+    return Box(view.x, view.y, view.w, bottom - view.y)
