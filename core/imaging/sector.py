@@ -21,7 +21,7 @@ from core.common.boxes import Box
 MIN_EDGE_SLOPE = 0.2
 """|dx/dy| of a fan edge: below it a side is near vertical (a linear probe's rectangle)."""
 
-MAX_EDGE_SCATTER = 0.03
+MAX_EDGE_SCATTER = 0.05
 """Median distance of a side's points from its fitted line, as a share of the view's width."""
 
 RULER_LEVEL = 100
