@@ -5,6 +5,10 @@ runs the proposals, and prints per file and in total: the best IoU of a proposed
 area with a true view, whether every view of a dual-view screen was found, color boxes
 proposed where there is none, color-box IoU where there is one, crashes and unreadable
 files. Exits 1 when a target of issue 14 is missed.
+
+``--stress`` also runs the proposals on altered copies, to see how far they carry beyond
+these 22 files: without the DICOM header (pixels only, as for a stripped file or a
+screenshot), shrunk to 70 %, saved as JPEG at quality 60, and mirrored left to right.
 """
 
 from __future__ import annotations
@@ -13,12 +17,17 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from core.common.boxes import Box
 from core.imaging.imageio import ImageReadError, decode_image
 from core.imaging.regions import propose_regions
+from core.imaging.roi_detect import to_rgb_u8
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "real-us"
 AREA_IOU = 0.8
@@ -46,8 +55,40 @@ class FileResult:
     notes: list[str] = field(default_factory=list)
 
 
-def evaluate(corpus: Path) -> list[FileResult]:
-    """Run the importer's decoder and the proposals on every file of the corpus manifest."""
+Move = Callable[[list[int]], list[int]]
+
+
+def _shrunk(pixels: np.ndarray) -> tuple[np.ndarray, Move]:
+    height, width = pixels.shape[:2]
+    size = (round(width * 0.7), round(height * 0.7))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), lambda b: [
+        round(v * 0.7) for v in b
+    ]
+
+
+def _jpeg(pixels: np.ndarray) -> tuple[np.ndarray, Move]:
+    ok, buffer = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert ok
+    return cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1], lambda b: b
+
+
+def _mirrored(pixels: np.ndarray) -> tuple[np.ndarray, Move]:
+    width = pixels.shape[1]
+    return pixels[:, ::-1], lambda b: [width - b[2], b[1], width - b[0], b[3]]
+
+
+VARIANTS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, Move]]] = {
+    "no header": lambda pixels: (pixels, lambda b: b),
+    "70 %": _shrunk,
+    "JPEG 60": _jpeg,
+    "mirrored": _mirrored,
+}
+"""Altered copies for ``--stress``; every one also drops the DICOM header."""
+
+
+def evaluate(corpus: Path, variant: str | None = None) -> list[FileResult]:
+    """Run the importer's decoder and the proposals on every file of the corpus manifest,
+    or on its ``variant`` (a key of :data:`VARIANTS`) with the truth moved along."""
     entries = json.loads((corpus / "manifest.json").read_text())
     results = []
     for entry in entries:
@@ -61,14 +102,18 @@ def evaluate(corpus: Path) -> list[FileResult]:
             result.error = f"unreadable: {exc}"
             results.append(result)
             continue
+        pixels, header, move = decoded.pixels, decoded.dicom_header, lambda b: b
+        if variant is not None:
+            pixels, move = VARIANTS[variant](to_rgb_u8(pixels))
+            pixels, header = np.ascontiguousarray(pixels), None
         try:
-            found = propose_regions(decoded.pixels, decoded.dicom_header)
+            found = propose_regions(pixels, header)
         except Exception as exc:  # a crash is what this bench counts
             result.error = f"crash: {type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
             results.append(result)
             continue
-        views = [truth_box(b) for b in truth["ultrasound_area"]]
+        views = [truth_box(move(b)) for b in truth["ultrasound_area"]]
         ious = [max((v.iou(p) for p in found.views), default=0.0) for v in views]
         result.area_iou = max(ious)
         result.views_found = sum(iou >= AREA_IOU for iou in ious)
@@ -76,7 +121,7 @@ def evaluate(corpus: Path) -> list[FileResult]:
         if found.color_box is not None and not result.color_true:
             result.color_false_alarm = True
         if result.color_true:
-            expected = truth_box(truth["color_box"])
+            expected = truth_box(move(truth["color_box"]))
             result.color_iou = expected.iou(found.color_box) if found.color_box else 0.0
         results.append(result)
     return results
@@ -85,6 +130,7 @@ def evaluate(corpus: Path) -> list[FileResult]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--stress", action="store_true", help="also run on altered copies")
     args = parser.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():
         print(f"No real-screen corpus at {args.corpus}: it needs ../shared/real-us/manifest.json")
@@ -112,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"color box IoU ≥ {COLOR_IOU}: {color_ok} of {len(colors)} (target all)")
     print(f"color boxes proposed where there is none: {false_color} (target 0)")
     print(f"crashes: {crashes}, unreadable files: {unreadable} (target 0 and 0)")
+    if args.stress:
+        print_stress(args.corpus)
     met = (
         area_ok >= total - 2
         and color_ok == len(colors)
@@ -120,6 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         and unreadable == 0
     )
     return 0 if met else 1
+
+
+def print_stress(corpus: Path) -> None:
+    """One line per altered copy: views found, color boxes right, false ones, crashes."""
+    print("\naltered copies (no DICOM header): views IoU ≥ 0.8, color boxes, false, crashes")
+    for variant in VARIANTS:
+        results = evaluate(corpus, variant)
+        colors = [r for r in results if r.color_true]
+        print(
+            f"{variant:>9}: {sum(r.views_found == r.views_true for r in results)} of "
+            f"{len(results)}, {sum((r.color_iou or 0) >= COLOR_IOU for r in colors)} of "
+            f"{len(colors)}, {sum(r.color_false_alarm for r in results)}, "
+            f"{sum(r.error.startswith('crash') for r in results)}"
+        )
 
 
 if __name__ == "__main__":
