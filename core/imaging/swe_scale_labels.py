@@ -393,7 +393,7 @@ def check_labels(labels: list[Label], bar: Box) -> ScaleReading | Refusal:
     if ys[0] - bar.y > 0.55 * bar.h or bar.y2 - ys[-1] > 0.55 * bar.h:
         return Refusal("The numbers cover too little of the bar.", found)
     high, low = slope * bar.y + intercept, slope * bar.y2 + intercept
-    span, step = high - low, float(np.median(-np.diff(vs)))
+    span, step = high - low, float(np.min(-np.diff(vs)))  # a left-out tick widens a gap
 
     def snap(value: float) -> float | None:
         """An end is a printed number or a tick-grid value it lies on; None when neither."""
