@@ -238,6 +238,22 @@ def test_labels_are_never_misread(text: str, cut: int | None) -> None:
     assert read_scale_labels(rgb, bar) is None
 
 
+def test_m_per_s_scale_decodes_to_kpa() -> None:
+    """A bar printed in m/s is linear in speed: each pixel becomes 3·c² kPa (ρ = 1000 kg/m³)."""
+    shot = build_screenshot(color=COLOR, bar=BAR, bar_labels=None, unit="m/s", label_scale=0.6)
+    rgb = shot.rgb.copy()
+    for text, y in (("10", BAR.y + 13), ("5", BAR.y + 106), ("0", BAR.y2)):
+        (width, _), _ = cv2.getTextSize(text, FONT, 0.6, 1)
+        cv2.putText(rgb, text, (BAR.x - 5 - width, y), FONT, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    scale = read_color_scale(rgb, BAR)
+    assert scale is not None and (scale.kpa_range, scale.units) == ((0.0, 10.0), "m/s")
+    result = decode_swe(rgb)
+    assert result.units == KPA_UNITS
+    expected = 3.0 * (10.0 * shot.t_true) ** 2
+    both = np.isfinite(result.stiffness) & np.isfinite(expected)
+    assert np.median(np.abs(result.stiffness[both] - expected[both])) < 0.03 * expected[both].max()
+
+
 def test_stiffness_stats_values() -> None:
     rng = np.random.default_rng(3)
     arr = rng.uniform(5, 50, (40, 60)).astype(np.float32)
