@@ -303,7 +303,7 @@ def _scale_for(
         why = f" ({refusal})" if refusal else ""
         extra = (
             "Stiffness is in relative units (0–1), not kPa: the scale labels could not be "
-            f"read with confidence{why} and no range was entered for this scanner preset. "
+            f"read with confidence{why} and no range was configured. "
             "Enter the scale range to get kPa."
         )
         warning = f"{warning} {extra}" if warning else extra
