@@ -26,6 +26,7 @@ from bench import (
     input_pipeline,
     memory,
     pages,
+    rq_grid,
 )
 
 
@@ -82,6 +83,18 @@ BENCHES = [
         ],
         "2-fold pooled test AUC",
         ("vgg19",),
+    ),
+    Smoke(
+        rq_grid,
+        ["--runs", "2", "--epochs", "1", "--overhead-jobs", "1"],
+        "rq_grid: 2 fast-mode runs, 1 vs 2 workers",
+        (
+            "1 worker, s",
+            "2 workers, s",
+            "speedup 1 / 2 workers",
+            "submit → job started (Redis), ms",
+            "submit → run claimed (database), ms",
+        ),
     ),
     Smoke(
         import_scale,

@@ -295,3 +295,17 @@ def test_training_page_on_workers_shows_them_queues_groups_and_retries(db, redis
     retried = _run(db, runs[0].id)
     assert (retried.status, retried.attempt) == ("queued", 2)
     assert Job.exists(rq_jobs.job_id(runs[0].id, 2), connection=rq_jobs.connect())
+
+
+def test_the_worker_process_forks_before_tensorflow_is_loaded():
+    """TensorFlow is loaded in each job's forked horse only: forking a process that already
+    runs TensorFlow's threads (or holds a GPU) is unsafe, and the horse's exit frees it all."""
+    import subprocess
+    import sys
+
+    probe = "import sys, core.cli, core.services.rq_jobs; print('tensorflow' in sys.modules)"
+    root = Path(__file__).absolute().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
