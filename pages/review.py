@@ -71,7 +71,9 @@ def job_panel() -> None:
     for run in chosen_runs:
         status = predict_job_status(run.id)
         cols = st.columns([3, 1])
-        if status is not None and status.active:
+        if status is not None and status.state == "queued":
+            cols[0].progress(0.0, text=f"Run {run.id}: waiting for a worker to predict the cohort")
+        elif status is not None and status.active:
             done, total = status.done, status.total or "?"
             text = f"Run {run.id}: predicting the cohort, {done} of {total} patients"
             cols[0].progress(status.fraction, text=text)

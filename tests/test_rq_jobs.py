@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from core.common.store import ImageStore
 from core.learning.train import TrainSettings
 from core.services import job_backends, rq_jobs
 from db.engine import Database
-from db.models import Prediction, TrainingRun, utcnow
+from db.models import Patient, Prediction, TrainingRun, utcnow
 
 STALE_S = 6
 TINY = TrainSettings(
@@ -309,3 +310,41 @@ def test_the_worker_process_forks_before_tensorflow_is_loaded():
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_cohort_prediction_runs_on_a_worker_and_reports_through_its_status_file(
+    agreed_demo, tiny_models, redis_url, workers, db
+):
+    """Cohort prediction goes through the queue too; the page's status file says where it
+    is, and a job whose worker stopped beating is reported failed."""
+    from core.services.review import cohort_predictions, predict_job_status, start_predict_job
+    from core.services.review.predict_job import _write_status
+    from core.services.review.predictions import prediction_root
+    from tests.tiny_runs import add_tiny_run
+
+    _, store = agreed_demo
+    run_id = add_tiny_run(db, store, tiny_models["gsu"])
+    started = start_predict_job(run_id)
+    assert (started.state, started.active) == ("queued", True)
+    assert predict_job_status(run_id).state == "queued"  # no worker yet: it waits
+    workers.start("predictor", "--queues", "gpu")
+    _wait_for(
+        lambda: predict_job_status(run_id).state in ("done", "failed"),
+        300,
+        f"the cohort prediction\n{workers.log('predictor')}",
+    )
+    status = predict_job_status(run_id)
+    assert (status.state, status.done, status.total) == ("done", 24, 24), status.error
+    probs = cohort_predictions(db, run_id)
+    for code, expected in tiny_models["gsu"].probabilities.items():
+        with db.read() as session:
+            patient_id = session.query(Patient.id).filter(Patient.code == code).scalar()
+        assert probs[patient_id] == pytest.approx(expected, abs=1e-5)
+
+    _write_status(run_id, state="running", worker="gone-host-1")
+    assert predict_job_status(run_id).state == "running"
+    path = prediction_root() / f"run-{run_id}" / "job.json"
+    stale = {**json.loads(path.read_text()), "updated_at": time.time() - 2 * STALE_S}
+    path.write_text(json.dumps(stale))
+    failed = predict_job_status(run_id)
+    assert failed.state == "failed" and "No heartbeat from worker gone-host-1" in failed.error

@@ -1,5 +1,8 @@
 """Training runs as jobs on Redis Queue (RQ) workers: enqueue, the job, the worker, the reaper.
 
+Cohort predictions use the same queue, heartbeat and worker (``enqueue_call``,
+``Heartbeat``; the job itself is ``core.services.review.predict_job.on_worker``).
+
 Used when ``SARCOPENIA_REDIS_URL`` is set (``core.services.job_backends`` chooses). The
 database stays the record of every run: Redis only carries "run N, attempt A" to a worker,
 so losing Redis loses no run.
@@ -31,7 +34,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import redis
@@ -127,6 +130,16 @@ def enqueue(conn: redis.Redis, run_id: int, attempt: int, queue: str) -> str:
     return str(job.id)
 
 
+def enqueue_call(
+    conn: redis.Redis, function: str, args: Sequence[Any], *, job_id: str, queue: str
+) -> str:
+    """Put any job (``module.function`` and its arguments) on a queue, without timeout."""
+    job = Queue(queue_name(queue), connection=conn).enqueue(
+        function, *args, job_id=job_id, job_timeout=-1, result_ttl=3600, failure_ttl=7 * 24 * 3600
+    )
+    return str(job.id)
+
+
 def drop_job(conn: redis.Redis, run_id: int, attempt: int) -> None:
     """Take a cancelled run's waiting job off its queue (gone already is fine)."""
     try:
@@ -179,37 +192,43 @@ def _fail(db: Database, run_id: int, reason: str, statuses: Sequence[str] = ("ru
     return db.write(work)
 
 
+def worker_name() -> str:
+    """The RQ worker running this job (its work horse knows it), else the host."""
+    return os.environ.get("RQ_WORKER_ID") or socket.gethostname()
+
+
 class Heartbeat(threading.Thread):
-    """Stamps the run's ``heartbeat_at`` and watches the worker that forked this horse.
+    """Calls ``beat`` every ``HEARTBEAT_S`` and watches the worker that forked this horse.
 
     A worker killed outright leaves its horse running with nobody to report it; the horse
-    then fails the run itself and exits at once, so the run is not half-finished by an
+    then records that (``orphaned``) and exits at once, so a job is not half-finished by an
     orphan the worker list no longer shows.
     """
 
-    def __init__(self, db: Database, run_id: int, worker: str) -> None:
-        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
-        self.db, self.run_id, self.worker = db, run_id, worker
+    def __init__(self, name: str, beat: Callable[[], None], orphaned: Callable[[], None]) -> None:
+        super().__init__(name=f"heartbeat-{name}", daemon=True)
+        self.beat, self.orphaned = beat, orphaned
         self.parent = os.getppid()
         self.stop = threading.Event()
-
-    def beat(self) -> None:
-        def work(session) -> None:
-            run = session.get(TrainingRun, self.run_id)
-            if run is not None and run.status == "running":
-                run.heartbeat_at = utcnow()
-
-        self.db.write(work)
 
     def run(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             if os.getppid() != self.parent:
-                _fail(self.db, self.run_id, f"The worker {self.worker} stopped while training.")
+                self.orphaned()
                 os._exit(1)
             try:
                 self.beat()
             except Exception:  # a busy or briefly unreachable database: beat again later
-                log.warning("Heartbeat of run %s not written", self.run_id, exc_info=True)
+                log.warning("%s not written", self.name, exc_info=True)
+
+
+def _beat(db: Database, run_id: int) -> None:
+    def work(session) -> None:
+        run = session.get(TrainingRun, run_id)
+        if run is not None and run.status == "running":
+            run.heartbeat_at = utcnow()
+
+    db.write(work)
 
 
 def train_job(run_id: int, attempt: int) -> str:
@@ -218,12 +237,16 @@ def train_job(run_id: int, attempt: int) -> str:
     from core.common.store import ImageStore
     from core.learning.train import run_training
 
-    worker = os.environ.get("RQ_WORKER_ID") or socket.gethostname()
+    worker = worker_name()
     db = Database(config.database_url())
     try:
         if not _claim(db, run_id, attempt, worker):
             return "skipped"
-        heartbeat = Heartbeat(db, run_id, worker)
+        heartbeat = Heartbeat(
+            f"run-{run_id}",
+            lambda: _beat(db, run_id),
+            lambda: _fail(db, run_id, f"The worker {worker} stopped while training."),
+        )
         heartbeat.start()
         try:
             return run_training(db, ImageStore(config.images_dir()), run_id)

@@ -1,15 +1,20 @@
-"""The background process that predicts a run's whole cohort, and its status file.
+"""The background job that predicts a run's whole cohort, and its status file.
 
-``python -m core predict`` writes progress to a small status file the Review page polls; a
-job whose process is gone is reported failed.
+``python -m core predict`` (or, with ``SARCOPENIA_REDIS_URL`` set, a job on a Redis Queue
+worker: ``on_worker``) writes progress to a small status file in the data folder that the
+Review page polls. A local job whose process is gone is reported failed; a job on a worker
+beats every few seconds, and one whose beats stop (its worker died) is reported failed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any, Final
 
 from core.common import config
 from core.common.store import ImageStore
+from core.services import rq_jobs
 from core.services.review.errors import ReviewError
 from core.services.review.predictions import Progress, predict_cohort, prediction_root, write_json
 from db.engine import Database
@@ -42,7 +48,7 @@ class JobStatus:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "running")
+        return self.state in ("queued", "starting", "running")
 
 
 def _status_path(run_id: int) -> Path:
@@ -53,14 +59,19 @@ def _log_path(run_id: int) -> Path:
     return prediction_root() / f"run-{run_id}" / "job.log"
 
 
+_STATUS_LOCK = threading.Lock()
+"""The job's progress and its heartbeat thread update the same file."""
+
+
 def _write_status(run_id: int, **fields: Any) -> None:
     path = _status_path(run_id)
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    state.update(fields)
-    write_json(path, state)
+    with _STATUS_LOCK:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        state.update(fields, updated_at=time.time())
+        write_json(path, state)
 
 
 def _process_alive(pid: int, pid_start: int | None) -> bool:
@@ -99,6 +110,8 @@ def predict_job_status(run_id: int) -> JobStatus | None:
         state.get("error"),
         state.get("pid"),
     )
+    if state.get("backend") == "rq":
+        return _worker_status(status, state)
     if status.active and (
         status.pid is None or not _process_alive(status.pid, state.get("pid_start"))
     ):
@@ -108,10 +121,71 @@ def predict_job_status(run_id: int) -> JobStatus | None:
     return status
 
 
+def _worker_status(status: JobStatus, state: dict[str, Any]) -> JobStatus:
+    """A job on a worker is alive while it beats; queued, it waits for a worker."""
+    if status.state != "running":
+        return status
+    silent = time.time() - float(state.get("updated_at") or 0)
+    if silent <= rq_jobs.stale_after_s():
+        return status
+    reason = (
+        f"No heartbeat from worker {state.get('worker')} for {silent:.0f} s: the worker or "
+        "its machine stopped. Start the prediction again."
+    )
+    _write_status(status.run_id, state="failed", error=reason)
+    return JobStatus(status.run_id, "failed", status.done, status.total, reason, status.pid)
+
+
+def on_worker(run_id: int) -> int:
+    """The RQ job: predict the cohort in a worker's work horse, beating into the status file."""
+    from db.engine import Database
+
+    worker = rq_jobs.worker_name()
+    db = Database(config.database_url())
+    _write_status(run_id, worker=worker, host=socket.gethostname())
+    heartbeat = rq_jobs.Heartbeat(
+        f"predict-{run_id}",
+        lambda: _write_status(run_id),
+        lambda: _write_status(
+            run_id, state="failed", error=f"The worker {worker} stopped while predicting."
+        ),
+    )
+    heartbeat.start()
+    try:
+        return run_predict_job(db, ImageStore(config.images_dir()), run_id, backend="rq")
+    finally:
+        heartbeat.stop.set()
+        db.dispose()
+
+
+def _enqueue(run_id: int) -> JobStatus:
+    """Queue the cohort prediction for the workers (``gpu`` queue: it runs the model)."""
+    conn = rq_jobs.connect()
+    _write_status(
+        run_id, state="queued", done=0, total=0, error=None, pid=None, backend="rq", worker=None
+    )
+    rq_jobs.enqueue_call(
+        conn,
+        "core.services.review.predict_job.on_worker",
+        [run_id],
+        job_id=f"predict-{run_id}-{time.time_ns()}",
+        queue="gpu",
+    )
+    return JobStatus(run_id, "queued", 0, 0, None, None)
+
+
 def run_predict_job(
-    db: Database, store: ImageStore, run_id: int, progress: Progress | None = None
+    db: Database,
+    store: ImageStore,
+    run_id: int,
+    progress: Progress | None = None,
+    *,
+    backend: str = "local",
 ) -> int:
-    """``predict_cohort`` with its progress and outcome written to the run's status file."""
+    """``predict_cohort`` with its progress and outcome written to the run's status file.
+
+    ``backend`` says how its liveness is judged: ``local`` by the pid, ``rq`` by the beats.
+    """
     from core.learning.train import process_tag
 
     tag = process_tag()
@@ -123,6 +197,7 @@ def run_predict_job(
         error=None,
         pid=tag["pid"],
         pid_start=tag["pid_start"],
+        backend=backend,
     )
 
     def report(done: int, total: int) -> None:
@@ -148,6 +223,11 @@ def start_predict_job(run_id: int, *, argv: Sequence[str] | None = None) -> JobS
     current = predict_job_status(run_id)
     if current is not None and current.active:
         raise ReviewError(f"A cohort prediction for run {run_id} is already running.")
+    if argv is None and rq_jobs.redis_url():
+        try:
+            return _enqueue(run_id)
+        except rq_jobs.QueueUnavailableError as exc:
+            raise ReviewError(str(exc)) from None
     command = (
         list(argv) if argv else [sys.executable, "-m", "core", "predict", "--run-id", str(run_id)]
     )
@@ -174,5 +254,6 @@ def start_predict_job(run_id: int, *, argv: Sequence[str] | None = None) -> JobS
         error=None,
         pid=process.pid,
         pid_start=tag["pid_start"],
+        backend="local",
     )
     return JobStatus(run_id, "starting", 0, 0, None, process.pid)
