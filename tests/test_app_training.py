@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.common import config
 from core.learning.train import TrainSettings
-from core.services.jobs import create_run, pid_alive
+from core.services.jobs import create_run
+from core.services.run_liveness import pid_alive
 from db.engine import Database
 from db.models import Patient, Prediction, TrainingRun
 from tests.apptest_helpers import APP, open_page

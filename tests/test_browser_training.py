@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from core.learning.train import TrainSettings
-from core.services.jobs import MAX_CONCURRENT_ENV, pid_alive, submit_run
+from core.services.jobs import MAX_CONCURRENT_ENV, submit_run
+from core.services.run_liveness import pid_alive
 from db.engine import Database
 from db.models import TrainingRun
 from tests.serve import CHROMIUM, LAUNCH_ARGS, streamlit_server

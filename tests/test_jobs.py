@@ -27,11 +27,11 @@ from core.services.jobs import (
     create_run,
     delete_run,
     dispatch_queue,
-    pid_alive,
     reap_dead_runs,
     start_run_process,
     submit_run,
 )
+from core.services.run_liveness import pid_alive
 from db.engine import Database
 from db.models import Patient, Prediction, TrainingRun
 

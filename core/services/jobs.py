@@ -42,16 +42,19 @@ from sqlalchemy import delete, func, select
 from core.common import config
 from core.learning.train import (
     TrainSettings,
-    proc_stat,
     process_tag,
+)
+from core.services.run_liveness import (
+    is_dead,
+    is_local,
+    is_reserved,
+    owner_alive,
 )
 from db.datafiles import data_path
 from db.engine import Database
 from db.models import Prediction, TrainingRun, utcnow
 
 MAX_CONCURRENT_ENV: Final = "SARCOPENIA_MAX_CONCURRENT_RUNS"
-START_GRACE_S: Final = 60.0
-"""A reservation whose process never recorded its pid is given up after this long."""
 WAIT_POLL_S: Final = 5.0
 STUDY_TASKS: Final = ("sarcopenia_gsu", "sarcopenia_swe", "echogenicity_gsu")
 """The study's three tasks (Yi et al. 2022), each trained with every architecture."""
@@ -84,61 +87,6 @@ def log_path(run_id: int) -> Path:
 # Is the trainer alive?
 
 
-def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` runs (a zombie counts as dead) and, when known, started at that time."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    fields = proc_stat(pid)
-    if fields is None:
-        return True
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_ticks is None or int(fields[19]) == start_ticks
-
-
-def _is_local(progress: dict[str, Any] | None) -> bool:
-    host = (progress or {}).get("host")
-    return host is None or host == socket.gethostname()
-
-
-def _owner_alive(run: TrainingRun) -> bool:
-    """For a run on this host: does the process recorded on it still run?"""
-    progress = run.progress or {}
-    if run.pid is None:
-        return False
-    return pid_alive(run.pid, progress.get("pid_start") if progress.get("pid") == run.pid else None)
-
-
-def _reserved(run: TrainingRun, now: dt.datetime) -> bool:
-    """A queued run that some process is starting (or waits to train in the foreground)."""
-    progress = run.progress or {}
-    if progress.get("phase") != "starting":
-        return False
-    if not _is_local(progress):
-        return True
-    if run.pid is not None:
-        return _owner_alive(run)
-    reserved_at = progress.get("reserved_at")
-    if reserved_at is None:
-        return False
-    age = (now - dt.datetime.fromisoformat(reserved_at)).total_seconds()
-    return age < START_GRACE_S
-
-
-def _is_dead(run: TrainingRun) -> bool:
-    """A local run whose recorded training (or starting) process is gone."""
-    progress = run.progress or {}
-    if run.pid is None or not _is_local(progress):
-        return False
-    if run.status == "queued" and progress.get("phase") != "starting":
-        return False
-    return run.status in ("queued", "running") and not _owner_alive(run)
-
-
 _UNFINISHED = select(TrainingRun).where(TrainingRun.status.in_(("running", "queued")))
 _LOCAL = TrainingRun.backend == "local"
 _LOCAL_QUEUED = select(TrainingRun).where(TrainingRun.status == "queued", _LOCAL)
@@ -147,13 +95,13 @@ _LOCAL_QUEUED = select(TrainingRun).where(TrainingRun.status == "queued", _LOCAL
 def _fail_dead_runs(db: Database) -> int:
     """Mark ``failed`` every local run whose training process is gone; returns how many."""
     with db.read() as session:
-        if not any(_is_dead(run) for run in session.scalars(_UNFINISHED)):
+        if not any(is_dead(run) for run in session.scalars(_UNFINISHED)):
             return 0
 
     def work(session) -> int:
         count = 0
         for run in session.scalars(_UNFINISHED).all():
-            if not _is_dead(run):
+            if not is_dead(run):
                 continue
             if run.status == "running":
                 run.error = f"the training process ended unexpectedly (pid {run.pid})"
@@ -174,8 +122,8 @@ def _fail_dead_runs(db: Database) -> int:
 def _queue_waits(runs: Sequence[TrainingRun], now: dt.datetime, limit: int) -> bool:
     """A queued run nobody is starting, while fewer than ``limit`` runs train or start."""
     queued = [run for run in runs if run.status == "queued"]
-    busy = sum(run.status == "running" for run in runs) + sum(_reserved(r, now) for r in queued)
-    return busy < limit and any(not r.cancel_requested and not _reserved(r, now) for r in queued)
+    busy = sum(run.status == "running" for run in runs) + sum(is_reserved(r, now) for r in queued)
+    return busy < limit and any(not r.cancel_requested and not is_reserved(r, now) for r in queued)
 
 
 def reap_dead_runs(db: Database, launch: Callable[[int, Database], int] | None = None) -> int:
@@ -295,12 +243,12 @@ def dispatch_queue(
     def reserve(session) -> list[int]:
         now = utcnow()
         queued = session.scalars(_LOCAL_QUEUED.order_by(TrainingRun.id)).all()
-        busy = _running_count(session) + sum(_reserved(run, now) for run in queued)
+        busy = _running_count(session) + sum(is_reserved(run, now) for run in queued)
         chosen: list[int] = []
         for run in queued:
             if busy + len(chosen) >= limit:
                 break
-            if run.cancel_requested or _reserved(run, now):
+            if run.cancel_requested or is_reserved(run, now):
                 continue
             run.pid = None
             run.progress = {"phase": "starting", "host": host, "reserved_at": now.isoformat()}
@@ -336,7 +284,7 @@ def claim_run(db: Database, run_id: int, *, release_if_busy: bool = True) -> boo
             return False
         if run.backend != "local":
             return False
-        if run.pid is not None and run.pid != tag["pid"] and _owner_alive(run):
+        if run.pid is not None and run.pid != tag["pid"] and owner_alive(run):
             return False
         if _running_count(session, exclude=run_id) >= limit:
             if release_if_busy:
@@ -360,7 +308,7 @@ def claim_next(db: Database) -> int | None:
         candidates = [
             run.id
             for run in session.scalars(_LOCAL_QUEUED.order_by(TrainingRun.id))
-            if not run.cancel_requested and not _reserved(run, now)
+            if not run.cancel_requested and not is_reserved(run, now)
         ]
     for run_id in candidates:
         if claim_run(db, run_id, release_if_busy=False):
@@ -390,7 +338,7 @@ def cancel_run(db: Database, run_id: int) -> str:
         if run.status not in ("queued", "running"):
             return run.status
         run.cancel_requested = True
-        gone = run.status == "running" and _is_local(run.progress) and not _owner_alive(run)
+        gone = run.status == "running" and is_local(run.progress) and not owner_alive(run)
         if run.status == "queued" or gone:
             run.status = "cancelled"
             run.error = "Cancelled on request."

@@ -76,7 +76,7 @@ def _write_status(run_id: int, **fields: Any) -> None:
 
 def _process_alive(pid: int, pid_start: int | None) -> bool:
     """True while ``pid`` runs and is the process that was started (not a reused pid)."""
-    from core.services.jobs import pid_alive
+    from core.services.run_liveness import pid_alive
 
     try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)
