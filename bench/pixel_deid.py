@@ -27,7 +27,7 @@ import pytesseract
 from PIL import Image
 
 from bench.real_corpus import DEFAULT_CORPUS
-from core.cases.importer import encode_png
+from core.cases.staging import encode_png
 from core.imaging.imageio import decode_image, deidentified_dicom_bytes
 from core.imaging.upload_cleaning import clean_upload, preview
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
-from core.cases.importer import encode_png
+from core.cases.staging import encode_png
 from core.common.boxes import Box
 from core.common.store import ImageStore, sha256_hex
 from core.imaging.canvas_boxes import box_to_rect

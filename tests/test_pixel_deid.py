@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from bench.pixel_deid import gray, identifying_words, marks_in, words_read_again
 from bench.real_corpus import DEFAULT_CORPUS
-from core.cases.importer import encode_png
+from core.cases.staging import encode_png
 from core.common.boxes import Box
 from core.imaging.imageio import ImageReadError, decode_image
 from core.imaging.pixel_deid import Corrections, clean_pixels, looks_identifying

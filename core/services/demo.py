@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.cases import phantom
 from core.cases.cohort import SyntheticPatient, synthetic_cohort
-from core.cases.importer import encode_png
+from core.cases.staging import encode_png
 from core.common import config
 from core.common.boxes import Box
 from core.common.store import ImageStore, sha256_hex
