@@ -15,10 +15,9 @@ import pytest
 
 from core.cases.phantom import render_case
 from core.common.boxes import Box
+from core.imaging.color_box import detect_boxes, detect_color_box
 from core.imaging.roi_detect import (
     NoImageContentError,
-    detect_boxes,
-    detect_color_box,
     detect_scale_bar,
     detect_ultrasound_area,
     to_rgb_u8,

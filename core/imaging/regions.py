@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from core.common.boxes import Box
+from core.imaging.color_box import color_box_excluding
 from core.imaging.roi_detect import (
     NoImageContentError,
-    color_box_excluding,
     dense_components,
     detect_scale_bar,
     odd_kernel,

@@ -34,10 +34,10 @@ import numpy as np
 from skimage.color import lab2rgb, rgb2lab
 
 from core.common.boxes import Box
+from core.imaging.color_box import color_box_excluding
 from core.imaging.roi_detect import (
     OVERLAY_MIN_CHROMA,
     chroma,
-    color_box_excluding,
     detect_scale_bar,
     to_rgb_u8,
     ultrasound_area_excluding,

@@ -26,9 +26,10 @@ from core.common import config
 from core.common.boxes import Box
 from core.common.labels import dichotomize_grade
 from core.common.store import ImageStore
+from core.imaging.color_box import detect_color_box
 from core.imaging.crop import ChosenBox, choose_box
 from core.imaging.images import load_pixels
-from core.imaging.roi_detect import NoImageContentError, detect_color_box, detect_ultrasound_area
+from core.imaging.roi_detect import NoImageContentError, detect_ultrasound_area
 from core.learning.dataset.tasks import PIPELINE_VERSION, DatasetSettings
 from db.cases import case_labels
 from db.engine import Database

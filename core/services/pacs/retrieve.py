@@ -27,7 +27,8 @@ from core.cases.manifest import COLUMNS, Problem
 from core.common.errors import UserError
 from core.common.store import ImageStore
 from core.imaging import imageio
-from core.imaging.roi_detect import detect_color_box, to_rgb_u8
+from core.imaging.color_box import detect_color_box
+from core.imaging.roi_detect import to_rgb_u8
 from core.services.pacs.client import PacsClient, PacsError
 from core.services.pacs.link import LinkedInstance, PseudonymLink
 from db.engine import Database
