@@ -29,6 +29,7 @@ from db.models import (
     Patient,
     Prediction,
     Reader,
+    RunGroup,
     Split,
     SplitAssignment,
     SupersededConsensus,
@@ -90,6 +91,8 @@ def _fill(url: str) -> None:
         split = Split(name="s", task="sarcopenia_gsu", seed=1, settings={}, fingerprint="f")
         split.assignments = [SplitAssignment(patient_id=p.id, subset="train") for p in patients]
         s.add(split)
+        group = RunGroup(name="study grid")
+        s.add(group)
         s.flush()
         run = TrainingRun(
             task="sarcopenia_gsu",
@@ -99,6 +102,7 @@ def _fill(url: str) -> None:
             settings={"lr": 1e-4},
             weights_source="none",
             split_id=split.id,
+            group_id=group.id,
             progress=None,  # the ORM writes JSON null here, not SQL NULL
         )
         s.add(run)
