@@ -33,7 +33,7 @@ import pytesseract
 from PIL import Image
 
 from core.common.boxes import Box
-from core.imaging.roi_detect import chroma, to_rgb_u8
+from core.imaging.roi_detect import BAR_MIN_CHROMA, chroma, to_rgb_u8
 
 Units = Literal["kPa", "m/s"]
 
@@ -49,7 +49,6 @@ _MAX_RESIDUAL_STEP = 0.12
 _MAX_PITCH_RATIO = 1.4
 _END_AGREEMENT = 0.03
 _MAX_GLYPH_PX = 40
-_BAR_CHROMA = 40
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def _ink_contrast(rgb: np.ndarray) -> np.ndarray:
     """Distance of each pixel's gray from the panel's (median) gray; colored pixels get 0."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     contrast = np.abs(gray.astype(np.int16) - int(np.median(gray))).astype(np.uint8)
-    contrast[chroma(rgb) > _BAR_CHROMA] = 0
+    contrast[chroma(rgb) > BAR_MIN_CHROMA] = 0
     return contrast
 
 
