@@ -278,6 +278,34 @@ class SplitAssignment(Base):
     split: Mapped[Split] = relationship(back_populates="assignments")
 
 
+class SweScalePreset(Base):
+    """The range of an SWE color bar, entered once per scanner preset (issue 14, item 7).
+
+    Used when the printed scale labels cannot be read with confidence: every image from
+    the same manufacturer and model at the same screen size then decodes in kPa instead of
+    relative units. Manufacturer and model are "" for images without a DICOM header.
+    """
+
+    __tablename__ = "swe_scale_preset"
+    __table_args__ = (
+        UniqueConstraint("manufacturer", "model", "width", "height", name="uq_swe_scale_preset"),
+        CheckConstraint("low >= 0 AND high > low", name="range_ordered"),
+        CheckConstraint("units IN ('kPa', 'm/s')", name="units_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    manufacturer: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    units: Mapped[str] = mapped_column(String(8))
+    """``kPa`` (Young's modulus) or ``m/s`` (shear-wave speed, converted with E = 3ρc²)."""
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("reader.id", ondelete="SET NULL"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
 class RunGroup(Base):
     """Runs submitted together (the study grid, a k-fold run fanned out over workers)."""
 
