@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,32 @@ FONT_FILES = {
     "NimbusMonoPS": "urw-base35/NimbusMonoPS-Regular.otf",
     "URWGothic": "urw-base35/URWGothic-Book.otf",
     "NotoSansMono": "noto/NotoSansMono-Regular.ttf",
+    "C059": "urw-base35/C059-Roman.otf",
+    "P052": "urw-base35/P052-Roman.otf",
+    "URWBookman": "urw-base35/URWBookman-Light.otf",
+    "URWGothic-Demi": "urw-base35/URWGothic-Demi.otf",
+    "NimbusSansNarrow-Bold": "urw-base35/NimbusSansNarrow-Bold.otf",
+    "DejaVuSerif-Bold": "dejavu/DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono-Bold": "dejavu/DejaVuSansMono-Bold.ttf",
+    "DejaVuSerifCondensed": "dejavu/DejaVuSerifCondensed.ttf",
+    "NotoMono": "noto/NotoMono-Regular.ttf",
 }
-"""Debian packages fonts-dejavu-core, fonts-urw-base35, fonts-noto-mono (installed by .ci/run)."""
+"""Debian packages fonts-dejavu-core, fonts-dejavu-extra, fonts-urw-base35, fonts-noto-mono
+(installed by .ci/run)."""
 TUNING = ("DejaVuSans", "DejaVuSans-Bold", "NimbusSans")
-HELD_OUT = tuple(f for f in FONT_FILES if f not in TUNING)
+DEV = (
+    "C059",
+    "P052",
+    "URWBookman",
+    "URWGothic-Demi",
+    "NimbusSansNarrow-Bold",
+    "DejaVuSerif-Bold",
+    "DejaVuSansMono-Bold",
+    "DejaVuSerifCondensed",
+    "NotoMono",
+)
+"""Fonts to develop against besides ``TUNING``: their failures may be looked at one by one."""
+HELD_OUT = tuple(f for f in FONT_FILES if f not in TUNING + DEV)
 
 # tick labels top -> bottom, title above the bar, units, true (low, high), layout
 SCALES = [
@@ -60,6 +83,7 @@ class Sample:
     bar: Box
     truth: tuple[float, float, str]
     font: str
+    layout: str
 
 
 def font_path(name: str) -> Path:
@@ -69,7 +93,8 @@ def font_path(name: str) -> Path:
         if path.exists():
             return path
     raise FileNotFoundError(
-        f"Font {name} not found: apt-get install fonts-dejavu-core fonts-urw-base35 fonts-noto-mono"
+        f"Font {name} not found: apt-get install fonts-dejavu-core fonts-dejavu-extra "
+        "fonts-urw-base35 fonts-noto-mono"
     )
 
 
@@ -109,7 +134,8 @@ def render(font: str, size: int, aa: bool, dark: bool, scale: int, left: bool, s
     for text, y in zip(labels, ys, strict=True):
         x = bar.x - 5 - draw.textlength(text, font=face) if left else bar.x2 + 5
         draw.text((x, float(y)), text, font=face, fill=fill, anchor="lm")
-    return Sample(np.asarray(img), bar, (low, high, units), font)
+    name = f"{title if layout == 'ticks' else units}: {'/'.join(labels)}"
+    return Sample(np.asarray(img), bar, (low, high, units), font, name)
 
 
 def sweep(fonts: tuple[str, ...], samples: int, seed: int = 1) -> list[Sample]:
@@ -140,30 +166,40 @@ def outcome(sample: Sample) -> str:
     return "correct" if ok and reading.units == units else "misread"
 
 
-def rates(samples: list[Sample]) -> dict[str, collections.Counter]:
+def rates(samples: list[Sample]) -> tuple[dict[str, collections.Counter], float]:
+    """Outcomes per font, per layout and in all (key "all"); and seconds per bar."""
     per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    start = time.perf_counter()
     for s in samples:
         result = outcome(s)
         per[s.font][result] += 1
+        per[f"[{s.layout}]"][result] += 1
         per["all"][result] += 1
-    return per
+    return per, (time.perf_counter() - start) / max(len(samples), 1)
 
 
-def _print(title: str, per: dict[str, collections.Counter]) -> None:
-    print(title)
-    for font, c in sorted(per.items()):
+def _print(title: str, per: dict[str, collections.Counter], seconds: float) -> None:
+    print(f"{title} ({seconds:.2f} s per bar)")
+    for key, c in sorted(
+        per.items(), key=lambda kv: (kv[0] == "all", kv[0].startswith("["), kv[0])
+    ):
         n = sum(c.values())
         print(
-            f"  {font:22s} n={n:4d}  correct {c['correct'] / n:6.1%}  "
+            f"  {key:30s} n={n:4d}  correct {c['correct'] / n:6.1%}  "
             f"refused {c['refused'] / n:6.1%}  silent misread {c['misread'] / n:6.1%}"
         )
 
 
 def main() -> int:
-    samples = int(sys.argv[1]) if len(sys.argv) > 1 else 120
-    _print("tuning fonts", rates(sweep(TUNING, samples // 3)))
-    held = rates(sweep(HELD_OUT, samples))
-    _print("held-out fonts", held)
+    """Tuning and dev fonts, then held-out ones (``--no-held-out`` while developing)."""
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    samples = int(args[0]) if args else 120
+    _print("tuning fonts", *rates(sweep(TUNING, samples // 3)))
+    _print("dev fonts", *rates(sweep(DEV, samples // 2)))
+    if "--no-held-out" in sys.argv:
+        return 0
+    held, seconds = rates(sweep(HELD_OUT, samples))
+    _print("held-out fonts", held, seconds)
     total = held["all"]
     share = total["correct"] / sum(total.values())
     missed = share < 0.85 or total["misread"] > 0

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from bench.swe_labels import HELD_OUT, outcome, sweep
+from bench.swe_labels import HELD_OUT, font_path, outcome, sweep
 from core.common.boxes import Box
 from core.imaging.roi_detect import detect_scale_bar, to_rgb_u8
+from core.imaging.swe_label_ocr import shapes_agree, text_boxes
 from core.imaging.swe_scale_labels import (
     Label,
     Refusal,
@@ -46,6 +47,36 @@ def test_held_out_fonts_read_right_or_refused_never_misread() -> None:
     assert results.count("correct") >= 0.5 * len(results), results
 
 
+def _end(text: str, y: int, views: tuple[str, ...] | None = None, shapes: bool = True) -> Label:
+    return Label(Box(120, y, 6 * len(text), 10), text, True, views or (text,) * 9, shapes)
+
+
+def test_two_end_labels_accepted_only_when_every_check_agrees() -> None:
+    unit = _label("kPa", 85, x=95)
+    reading = check_labels([unit, _end("90", 100), _end("0", 290)], BAR)
+    assert isinstance(reading, ScaleReading), reading
+    assert (reading.low, reading.high, reading.units) == (0.0, 90.0, "kPa")
+    other_number = ("90",) * 8 + ("80",)
+    for labels in (
+        [unit, _end("90", 100, views=other_number), _end("0", 290)],  # one view read 80
+        [unit, _end("90", 100, shapes=False), _end("0", 290)],  # a 9 without its counter
+        [unit, _end("90", 190), _end("0", 290)],  # not at the bar's top
+    ):
+        assert isinstance(check_labels(labels, BAR), Refusal)
+
+
+def test_digit_counters_tell_9_from_8() -> None:
+    img = Image.new("L", (60, 40))
+    ImageDraw.Draw(img).text(
+        (8, 8), "90", fill=255, font=ImageFont.truetype(font_path("DejaVuSans"), 18)
+    )
+    contrast = np.asarray(img)
+    box, glyphs = text_boxes(contrast)[0]
+    assert shapes_agree(contrast, "90", box, glyphs)
+    assert not shapes_agree(contrast, "80", box, glyphs)
+    assert not shapes_agree(contrast, "60", box, glyphs)
+
+
 def test_at_least_300_title_agrees_with_ticks() -> None:
     labels = [
         Label(Box(90, 84, 40, 10), "2300kPa", True, ("2300kPa", "2300kPa", "2300kPa")),
@@ -68,6 +99,17 @@ def test_m_per_s_scale_and_conversion() -> None:
     ("labels", "reason"),
     [
         ([_label("kPa", 85), _label("40", 100), _label("60", 195), _label("0", 290)], "decrease"),
+        (
+            [
+                _label("kPa", 85),
+                *(_label(v, y) for v, y in (("156", 100), ("100", 163), ("0", 290))),
+            ],
+            "tick step",
+        ),
+        (
+            [_label("m/s", 85), _label("75", 100), _label("50", 195), _label("25", 290)],
+            "decimal point",
+        ),
         ([_label("kPa", 85), _label("40", 100), _label("30", 230), _label("0", 290)], "evenly"),
         ([_label("40", 100), _label("0", 290)], "unit"),
         ([_label("kPa", 85), _label("40", 100), _label("0", 290)], "three numbers"),
