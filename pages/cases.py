@@ -21,6 +21,7 @@ from core.cases.manifest import (
 from core.cases.preview import BundleImage, ImagePreview, bundle_images, preview_image
 from core.common.boxes import Box
 from core.imaging.pixel_deid import Corrections
+from core.services.swe_presets import PresetSummary, preset_overview
 from db.audit import patient_history
 from db.cases import (
     CaseFilter,
@@ -41,6 +42,7 @@ from pages.components import (
     show_image,
     show_table,
 )
+from pages.swe_scale_form import describe_preset, scale_range_form
 
 PAGE_SIZE = 50
 FULL_PROBLEMS = 5  # up to this many import problems show as sentences; more as a table
@@ -339,6 +341,55 @@ def show_problems(problems: list) -> None:
     )
 
 
+def scale_presets() -> list[PresetSummary]:
+    """Each scanner preset among the SWE images, reading one bar per scanner (cached)."""
+    bar = st.progress(0.0, text="Reading one SWE scale per scanner…")
+    summaries = preset_overview(
+        db, get_store(), progress=lambda done, total: bar.progress(done / max(total, 1))
+    )
+    bar.empty()
+    return summaries
+
+
+def scale_presets_panel(summaries: list[PresetSummary]) -> None:
+    """What each scanner's SWE labels read, and the range form for the chosen scanner."""
+    rows = [
+        {
+            "scanner preset": s.key.describe(),
+            "SWE images": s.images,
+            "example patient": s.example or "—",
+            "printed labels": s.labels,
+            "range entered": describe_preset(s.preset) if s.preset else "—",
+        }
+        for s in summaries
+    ]
+    show_table(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={"printed labels": st.column_config.TextColumn(width="large")},
+    )
+    needing = [i for i, s in enumerate(summaries) if s.needs_range]
+    if needing:
+        st.warning(
+            f"{len(needing)} scanner preset(s) decode stiffness in relative units (0–1): their "
+            "labels could not be read with confidence. Enter the range printed on the bar."
+        )
+    choice = st.selectbox(
+        "Scanner preset",
+        range(len(summaries)),
+        index=needing[0] if needing else 0,
+        format_func=lambda i: summaries[i].key.describe(),
+        key="swe_preset_choice",
+    )
+    picked = summaries[choice]
+    scale_range_form(picked.key, picked.preset, reader, form_key="cases_swe_range")
+
+
 if reader is not None and reader.role == "admin":
     with st.expander("Import cases (zip with manifest.csv)"):
         import_panel()
+    summaries = scale_presets()
+    if summaries:
+        attention = any(s.needs_range for s in summaries)
+        with st.expander("SWE scale ranges per scanner", expanded=attention):
+            scale_presets_panel(summaries)

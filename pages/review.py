@@ -34,6 +34,7 @@ from pages.components import (
     show_image,
     show_table,
 )
+from pages.swe_scale_form import SOURCE_TEXT, scale_range_form
 
 DEFAULT_MODELS = 3
 SUBSETS = ["any", "test", "val", "train", NOT_IN_RUN]
@@ -205,8 +206,12 @@ with image_cols[2]:
         s = review.stiffness
         show_image(s.rgb, caption=f"Stiffness {s.low:.1f}–{s.high:.1f} {s.units}")
         show_table(pd.DataFrame([{k: round(v, 3) for k, v in s.stats.items()}]), hide_index=True)
+        st.text(SOURCE_TEXT.get(s.scale_source, s.scale_source))
         if s.warning:
             st.text(s.warning)
+        if reader.role == "admin" and s.scale_source in ("none", "scanner preset"):
+            with st.expander("Scale range for this scanner", expanded=s.scale_source == "none"):
+                scale_range_form(s.preset_key, s.preset, reader, form_key="review_swe_range")
 
 
 def model_card(view: ModelView) -> None:

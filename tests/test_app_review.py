@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from core.common import config
 from core.common.store import ImageStore
 from db.consensus import auto_agree
 from db.engine import Database
+from db.models import Patient
+from pages.swe_scale_form import SOURCE_TEXT
+from tests.test_swe_presets import swap_in_unlabelled_swe
 from tests.tiny_runs import add_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,3 +184,27 @@ def test_downloads_are_never_deferred_and_a_failure_is_shown(two_runs, monkeypat
     assert not at.exception
     assert "PNG could not be prepared." in [e.value for e in at.error]
     assert any("no Chromium" in t.value for t in at.text)
+
+
+def test_review_asks_an_admin_for_the_scale_range_of_a_scanner_it_cannot_read(two_runs):
+    db, store = Database(config.database_url()), ImageStore(config.images_dir())
+    with db.read() as session:
+        code = session.scalars(select(Patient.code).order_by(Patient.id)).first()
+    swap_in_unlabelled_swe(db, store, code)
+    at = _page("review", "admin")
+    at.selectbox(key="review_patient").set_value(code).run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert SOURCE_TEXT["none"] in texts and "Scanner preset: ACME Sono 9, 640×480" in texts
+    at.number_input(key="review_swe_range-high").set_value(8.0)
+    at.selectbox(key="review_swe_range-units").set_value("m/s")
+    at.button(key="FormSubmitter:review_swe_range-Save the range for this scanner preset").click()
+    at.run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert SOURCE_TEXT["scanner preset"] in texts
+    assert any(t.startswith("Range now: 0–8 m/s, set by admin") for t in texts)
+    reader = _page("review", "radiologist1")
+    reader.selectbox(key="review_patient").set_value(code).run()
+    assert "Scanner preset: ACME Sono 9, 640×480" not in [t.value for t in reader.text]
+    db.dispose()

@@ -33,6 +33,7 @@ from db.models import (
     Split,
     SplitAssignment,
     SupersededConsensus,
+    SweScalePreset,
     TrainingRun,
     UserSession,
 )
@@ -93,6 +94,17 @@ def _fill(url: str) -> None:
         s.add(split)
         group = RunGroup(name="study grid")
         s.add(group)
+        s.add(
+            SweScalePreset(
+                manufacturer="ACME",
+                model="Sono 9",
+                width=640,
+                height=480,
+                low=0.0,
+                high=7.5,
+                units="m/s",
+            )
+        )
         s.flush()
         run = TrainingRun(
             task="sarcopenia_gsu",

@@ -23,6 +23,7 @@ from core.cli.migrate_db import add_migrate_db_parser
 from core.cli.pacs import add_pacs_parser
 from core.cli.predict import add_predict_parser
 from core.cli.report import add_report_parser
+from core.cli.swe_preset import add_swe_preset_parser
 from core.cli.train import add_train_parser
 from core.cli.weights import add_weights_parser
 from core.cli.worker import add_worker_parser
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_report_parser,
         add_worker_parser,
         add_pacs_parser,
+        add_swe_preset_parser,
     ):
         add_group(sub)
     for command in sub.choices.values():

@@ -8,7 +8,8 @@ that for one frame:
 
 1. find the color scale bar and sample its colors from bottom (soft, blue) to top (hard, red);
 2. read the bar's range from the labels printed beside it (kPa, or m/s converted to kPa with
-   E = 3ρc², ρ = 1000 kg/m³), or take a configured range; without either, stiffness is
+   E = 3ρc², ρ = 1000 kg/m³), or take a configured range; when the labels are refused, take
+   the range entered for the scanner preset (``db.swe_presets``); without any, stiffness is
    relative (0–1) and says so;
 3. mask the colored pixels inside the color box;
 4. undo the alpha blending and map each pixel to the nearest bar color.
@@ -52,7 +53,7 @@ from core.imaging.swe_unmix import (
     opponent,
 )
 
-ScaleSource = Literal["read from labels", "configured", "none"]
+ScaleSource = Literal["read from labels", "configured", "scanner preset", "none"]
 
 KPA_UNITS = "kPa"
 RELATIVE_UNITS = "relative (0–1)"
@@ -62,6 +63,15 @@ _OPAQUE_ALPHA = 0.9
 _OFF_SCALE_FRACTION = 0.25
 """A pixel farther from the scaled bar curve than this fraction of the bar's median chroma
 is not a scale color (caliper marks, annotations) and gets NaN stiffness."""
+
+
+@dataclass(frozen=True)
+class PresetRange:
+    """The bar range entered for a scanner preset; used only where the labels are refused."""
+
+    low: float
+    high: float
+    units: Units = "kPa"
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,8 @@ class SweDecoding:
     color_box: Box | None
     alpha: float | None = None
     """The overlay opacity fitted to this frame (None when nothing was colored)."""
+    scale_source: ScaleSource = "none"
+    """Where the kPa range came from; "none" when stiffness is relative."""
 
 
 def _check_range(kpa_range: tuple[float, float]) -> tuple[float, float]:
@@ -135,14 +147,17 @@ def read_scale_labels(rgb: np.ndarray, bar: Box) -> tuple[float, float] | None:
 
 
 def read_color_scale(
-    rgb: np.ndarray, bar: Box | None = None, kpa_range: tuple[float, float] | None = None
+    rgb: np.ndarray,
+    bar: Box | None = None,
+    kpa_range: tuple[float, float] | None = None,
+    preset: PresetRange | None = None,
 ) -> ColorScale | None:
     """Sample the scale bar (median across its width per row, bottom → top) and its range.
 
     ``bar`` defaults to the detected scale bar; None is returned when there is none. A
-    configured ``kpa_range`` always wins over the printed labels; without either the scale is
-    relative (``kpa_range`` None, source "none", ``refusal`` saying why the labels were not
-    trusted).
+    configured ``kpa_range`` always wins over the printed labels; the scanner ``preset`` is
+    the fallback when they are refused; without any the scale is relative (``kpa_range``
+    None, source "none", ``refusal`` saying why the labels were not trusted).
     """
     img = to_rgb_u8(rgb)
     height, width = img.shape[:2]
@@ -161,6 +176,9 @@ def read_color_scale(
         return ColorScale(lab, _check_range(kpa_range), "configured")
     reading = read_labels(img, bar)
     if isinstance(reading, Refusal):
+        if preset is not None:
+            rng = _check_range((preset.low, preset.high))
+            return ColorScale(lab, rng, "scanner preset", preset.units, reading.reason)
         return ColorScale(lab, None, "none", refusal=reading.reason)
     return ColorScale(lab, (reading.low, reading.high), "read from labels", reading.units)
 
@@ -177,23 +195,40 @@ def jet_reference(n: int = 256) -> np.ndarray:
     return np.rint(rgb * 255.0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class _Scale:
+    bar: Box | None
+    colors: np.ndarray
+    """Bar colors bottom → top, RGB."""
+    range: tuple[float, float] | None
+    units: Units
+    source: ScaleSource
+    warning: str | None
+
+
 def _scale_for(
-    img: np.ndarray, kpa_range: tuple[float, float] | None
-) -> tuple[Box | None, np.ndarray, tuple[float, float] | None, Units, str | None]:
-    """The scale bar, its colors (bottom → top, RGB), range, its units and a warning, if any."""
+    img: np.ndarray, kpa_range: tuple[float, float] | None, preset: PresetRange | None
+) -> _Scale:
+    """The scale bar, its colors, range, units, where the range came from, and a warning."""
     bar = detect_scale_bar(img)
-    scale = read_color_scale(img, bar, kpa_range) if bar is not None else None
+    scale = read_color_scale(img, bar, kpa_range, preset) if bar is not None else None
     units: Units = "kPa"
     refusal = None
     if scale is None:
         colors = jet_reference()
-        rng = _check_range(kpa_range) if kpa_range is not None else None
+        rng, source = None, "none"
+        if kpa_range is not None:
+            rng, source = _check_range(kpa_range), "configured"
+        elif preset is not None:
+            rng, units = _check_range((preset.low, preset.high)), preset.units
+            source = "scanner preset"
         warning = (
             "No color scale bar found: colors were read against an assumed jet (blue → red) scale."
         )
     else:
         colors = np.rint(np.clip(lab2rgb(scale.colors_lab[None])[0], 0, 1) * 255.0)
         rng, units, refusal = scale.kpa_range, scale.units, scale.refusal
+        source = scale.source
         warning = None
     if rng is None:
         why = f" ({refusal})" if refusal else ""
@@ -203,7 +238,7 @@ def _scale_for(
             "Enter the scale range to get kPa."
         )
         warning = f"{warning} {extra}" if warning else extra
-    return bar, colors, rng, units, warning
+    return _Scale(bar, colors, rng, units, source, warning)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -221,13 +256,15 @@ def decode_swe(
     *,
     color_box: Box | None = None,
     kpa_range: tuple[float, float] | None = None,
+    preset: PresetRange | None = None,
     gsu: np.ndarray | None = None,
     alpha: float | None = None,
 ) -> SweDecoding:
     """Decode one SWE frame into a stiffness map and the gray-scale image under the overlay.
 
     ``color_box`` defaults to the detected one; ``kpa_range`` (min, max) overrides the printed
-    labels; ``gsu``, the same scan without the overlay (same size), supplies the underlay
+    labels; ``preset``, the range entered for the scanner preset, is used where the labels are
+    refused; ``gsu``, the same scan without the overlay (same size), supplies the underlay
     instead of estimating it; ``alpha`` is the overlay opacity when known (fitted otherwise).
     Stiffness is NaN where nothing is colored or a color is not on the scale. Without a
     readable or configured range the result is in relative units with a warning, never
@@ -244,7 +281,8 @@ def decode_swe(
                 f"is {width}×{height}; pass the GSU screenshot of the same scan."
             )
         under = cv2.cvtColor(under_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    bar, colors, rng_kpa, scale_units, warning = _scale_for(img, kpa_range)
+    scale = _scale_for(img, kpa_range, preset)
+    bar, rng_kpa, warning = scale.bar, scale.range, scale.warning
     if color_box is None:
         area = ultrasound_area_excluding(img, bar)
         color_box = color_box_excluding(img, area, bar, require_bar=False)
@@ -264,11 +302,12 @@ def decode_swe(
     stiffness = np.full((height, width), np.nan, np.float32)
     units = KPA_UNITS if rng_kpa is not None else RELATIVE_UNITS
     if not mask.any():
+        underlay = under if under is not None else gray
         return SweDecoding(
-            stiffness, mask, under if under is not None else gray, units, warning, color_box
+            stiffness, mask, underlay, units, warning, color_box, scale_source=scale.source
         )
 
-    curve = dense_curve(colors.astype(np.float64))
+    curve = dense_curve(scale.colors.astype(np.float64))
     curve_opp = opponent(curve)
     pix = img[mask].astype(np.float32)
 
@@ -292,7 +331,7 @@ def decode_swe(
     t = idx / (CURVE_POINTS - 1)
     on_scale = dist <= _OFF_SCALE_FRACTION * alpha * np.median(np.linalg.norm(curve_opp, axis=1))
     values = t if rng_kpa is None else rng_kpa[0] + t * (rng_kpa[1] - rng_kpa[0])
-    if rng_kpa is not None and scale_units == "m/s":
+    if rng_kpa is not None and scale.units == "m/s":
         values = shear_speed_to_kpa(values)  # the bar is linear in speed, not in kPa
     stiffness[mask] = np.where(on_scale, values, np.nan)
 
@@ -305,7 +344,7 @@ def decode_swe(
             gray_u8 = np.rint(gray).astype(np.uint8)
             under = cv2.inpaint(gray_u8, mask.astype(np.uint8), 5, cv2.INPAINT_TELEA)
             under = under.astype(np.float32)
-    return SweDecoding(stiffness, mask, under, units, warning, color_box, alpha)
+    return SweDecoding(stiffness, mask, under, units, warning, color_box, alpha, scale.source)
 
 
 def stiffness_stats(stiffness: np.ndarray, roi: Box | None = None) -> dict[str, float]:

@@ -63,6 +63,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "train": {"admin"},
     "export": {"admin"},
     "manage_readers": {"admin"},
+    "set_swe_scale": {"admin"},
 }
 """Which roles may do what. Readers grade and box images as themselves; everything that
 changes shared data (patients, consensus, models, accounts) is an admin's."""
@@ -76,6 +77,7 @@ _ACTION_TEXT = {
     "train": "train models",
     "export": "export data",
     "manage_readers": "manage reader accounts",
+    "set_swe_scale": "set SWE scale ranges",
 }
 
 

@@ -40,6 +40,7 @@ from core.learning.dataset.cases import (
     NoPatientsError,
     auto_box,
     collect_cases,
+    preset_range,
 )
 from core.learning.dataset.pipeline import tf_dataset
 from core.learning.dataset.splits import (
@@ -88,6 +89,7 @@ __all__ = [
     "load_split",
     "load_task_data",
     "make_split",
+    "preset_range",
     "save_split",
     "split_fingerprint",
     "subset_indices",

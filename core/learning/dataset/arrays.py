@@ -92,7 +92,8 @@ def decoded_swe_crop(store: ImageStore, cache: ArrayCache, image: CaseImage) -> 
     """The SWE image decoded inside its box, at native resolution; cached.
 
     Keys: ``stiffness`` (float32, NaN where nothing was decoded), ``overlay`` (uint8 RGB of
-    the colour overlay, 0 elsewhere), ``units`` and ``warning`` (str, "" when none). The
+    the colour overlay, 0 elsewhere), ``units``, ``warning`` (str, "" when none) and
+    ``scale_source`` (where the kPa range came from, ``swe_decode.ScaleSource``). The
     fusion input and the baseline's stiffness statistics both start from it, so each image
     is decoded once.
     """
@@ -100,7 +101,7 @@ def decoded_swe_crop(store: ImageStore, cache: ArrayCache, image: CaseImage) -> 
 
     def compute() -> dict[str, np.ndarray]:
         rgb = to_rgb_u8(load_pixels(store, image.path))
-        decoded = decode_swe(rgb, color_box=box)
+        decoded = decode_swe(rgb, color_box=box, preset=image.scale_preset)
         mask = crop(decoded.overlay_mask, box, image_label=image.label)
         overlay = crop(rgb, box, image_label=image.label) * mask[:, :, None].astype(np.uint8)
         return {
@@ -108,16 +109,31 @@ def decoded_swe_crop(store: ImageStore, cache: ArrayCache, image: CaseImage) -> 
             "overlay": overlay,
             "units": np.array(decoded.units),
             "warning": np.array(decoded.warning or ""),
+            "scale_source": np.array(decoded.scale_source),
         }
 
-    parts = {"kind": "swe_decoded_crop", "sha": image.sha256, "box": list(box.as_tuple())}
-    stored = cache.get_or_compute(parts, compute)
+    stored = cache.get_or_compute(_decoded_key(image), compute)
     return {
         "stiffness": stored["stiffness"],
         "overlay": stored["overlay"],
         "units": str(stored["units"]),
         "warning": str(stored["warning"]),
+        "scale_source": str(stored["scale_source"]),
     }
+
+
+def _decoded_key(image: CaseImage) -> dict[str, Any]:
+    """Image, box and, once entered, the scanner preset's range: a new range decodes anew."""
+    parts: dict[str, Any] = {
+        "kind": "swe_decoded_crop",
+        "version": 2,
+        "sha": image.sha256,
+        "box": list(image.chosen.box.as_tuple()),
+    }
+    if image.scale_preset is not None:
+        preset = image.scale_preset
+        parts["preset"] = [preset.low, preset.high, preset.units]
+    return parts
 
 
 def _swe_decoded_arrays(
@@ -154,7 +170,7 @@ def input_arrays(
     }
     if name == "swe" and settings.spec.swe_decoded:
         return cache.get_or_compute(
-            {**parts, "kind": "swe_decoded"},
+            {**_decoded_key(image), **parts, "kind": "swe_decoded"},
             lambda: _swe_decoded_arrays(decoded_swe_crop(store, cache, image), size, settings),
         )
     make = _gsu_arrays if name == "gsu" else _swe_rgb_arrays
@@ -164,18 +180,24 @@ def input_arrays(
     )
 
 
+def _image_fingerprint(image: CaseImage) -> list[Any]:
+    parts: list[Any] = [image.sha256, list(image.chosen.box.as_tuple()), image.chosen.source]
+    if image.scale_preset is not None:
+        preset = image.scale_preset
+        parts.append([preset.low, preset.high, preset.units])
+    return parts
+
+
 def data_fingerprint(settings: DatasetSettings, cases: Sequence[Case]) -> str:
-    """sha256 over settings, and per patient its label, image hashes and boxes (with source)."""
+    """sha256 over settings, and per patient its label, image hashes, boxes (with source) and
+    any scanner-preset SWE range."""
     payload = {
         "settings": settings.fingerprint_payload(),
         "cases": [
             [
                 c.patient_id,
                 c.label,
-                {
-                    name: [img.sha256, list(img.chosen.box.as_tuple()), img.chosen.source]
-                    for name, img in sorted(c.images.items())
-                },
+                {name: _image_fingerprint(img) for name, img in sorted(c.images.items())},
             ]
             for c in cases
         ],

@@ -30,10 +30,12 @@ from core.imaging.color_box import detect_color_box
 from core.imaging.crop import ChosenBox, choose_box
 from core.imaging.images import load_pixels
 from core.imaging.roi_detect import NoImageContentError, detect_ultrasound_area
+from core.imaging.swe_decode import PresetRange
 from core.learning.dataset.tasks import PIPELINE_VERSION, DatasetSettings
 from db.cases import case_labels
 from db.engine import Database
 from db.models import ConsensusGrade, CropBox, Patient, Reader
+from db.swe_presets import PresetLookup, ScalePreset
 
 DEFAULT_WORKERS = 4
 """Threads that decode and crop; OpenCV and NumPy release the GIL for most of that work."""
@@ -50,6 +52,15 @@ class CaseImage:
     chosen: ChosenBox
     label: str
     """How error messages name it, e.g. "GSU image of DEMO-001"."""
+    scale_preset: PresetRange | None = None
+    """The SWE bar range entered for this image's scanner preset (``db.swe_presets``)."""
+
+
+def preset_range(preset: ScalePreset | None) -> PresetRange | None:
+    """What ``decode_swe`` takes from a stored preset (None when none was entered)."""
+    if preset is None:
+        return None
+    return PresetRange(preset.low, preset.high, "m/s" if preset.units == "m/s" else "kPa")
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,7 @@ def collect_cases(
                 select(ConsensusGrade.image_id, ConsensusGrade.grade)
             )
         }
+        presets = PresetLookup.load(session)
     boxes: dict[int, dict[str, Any]] = {}
     for row, username in box_rows:
         entry = boxes.setdefault(row.image_id, {"consensus": None, "readers": {}, "auto": None})
@@ -219,7 +231,8 @@ def collect_cases(
                     return f"no crop box for the {_MODALITY[name]} image and none detected"
             what = f"{_MODALITY[name]} image of {patient.code}"
             pick = choose_box(entry["consensus"], entry["readers"], auto, image_label=what)
-            chosen[name] = CaseImage(image.sha256, image.path, pick, what)
+            preset = preset_range(presets.for_image(image))
+            chosen[name] = CaseImage(image.sha256, image.path, pick, what, preset)
         return Case(patient.id, patient.code, label, chosen)
 
     cases: list[Case] = []

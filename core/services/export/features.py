@@ -23,7 +23,7 @@ from core.common.boxes import Box
 from core.common.store import ImageStore
 from core.imaging.crop import crop
 from core.imaging.images import load_pixels
-from core.imaging.swe_decode import stiffness_stats
+from core.imaging.swe_decode import PresetRange, stiffness_stats
 from core.learning.dataset import ArrayCache, CaseImage, decoded_swe_crop
 from core.learning.features import ECHO_PERCENTILES, echo_intensity
 
@@ -87,22 +87,37 @@ def _gsu_features(store: ImageStore, path: str, box: Box, what: str) -> dict[str
 
 
 def _swe_features(
-    store: ImageStore, crops: ArrayCache, sha: str, path: str, box: Box, what: str
+    store: ImageStore,
+    crops: ArrayCache,
+    sha: str,
+    path: str,
+    box: Box,
+    what: str,
+    preset: PresetRange | None,
 ) -> dict[str, Any]:
     """Stiffness statistics inside the SWE box, decoded as ``learning.dataset`` does (cached)."""
     from core.imaging.crop import ChosenBox
 
-    decoded = decoded_swe_crop(store, crops, CaseImage(sha, path, ChosenBox(box, "reader"), what))
+    image = CaseImage(sha, path, ChosenBox(box, "reader"), what, preset)
+    decoded = decoded_swe_crop(store, crops, image)
     stats = {k: _finite_or_none(v) for k, v in stiffness_stats(decoded["stiffness"]).items()}
     return {**stats, "units": decoded["units"]}
 
 
+def _preset_suffix(preset: PresetRange | None) -> str:
+    return "" if preset is None else f":{preset.low:g}-{preset.high:g}{preset.units}"
+
+
 def feature_keys(images: pd.DataFrame) -> pd.Series:
-    """``FeatureCache.key`` for each row (columns modality, sha256, x, y, w, h), vectorized."""
+    """``FeatureCache.key`` for each row (columns modality, sha256, x, y, w, h, and ``preset``
+    when an SWE scanner preset's range applies), vectorized."""
     kind = np.where(images["modality"] == "GSU", "gsu", "swe")
     coords = [images[c].astype("int64").astype(str) for c in "xywh"]
     box = coords[0] + "," + coords[1] + "," + coords[2] + "," + coords[3]
-    return pd.Series(kind, index=images.index) + ":" + images["sha256"] + ":" + box
+    keys = pd.Series(kind, index=images.index) + ":" + images["sha256"] + ":" + box
+    if "preset" in images.columns:
+        keys = keys + images["preset"].map(_preset_suffix)
+    return keys
 
 
 def image_features(
@@ -132,7 +147,8 @@ def image_features(
             try:
                 if row.modality == "GSU":
                     return _gsu_features(store, row.path, box, what)
-                return _swe_features(store, crops, row.sha256, row.path, box, what)
+                preset = getattr(row, "preset", None)
+                return _swe_features(store, crops, row.sha256, row.path, box, what, preset)
             except (OSError, ValueError) as exc:
                 return {"error": str(exc)}
 

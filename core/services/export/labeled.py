@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from core.common import labels
 from core.common.store import ImageStore
+from core.imaging.swe_decode import PresetRange
+from core.learning.dataset import preset_range
 from core.services.export.features import (
     GSU_FEATURES,
     SWE_FEATURES,
@@ -39,6 +41,7 @@ from db.models import (
     Reader,
     TrainingRun,
 )
+from db.swe_presets import PresetLookup
 
 METADATA_COLUMNS: Final = (
     "patient_code",
@@ -206,6 +209,10 @@ def _boxes_frame(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
             select(Image.id, Image.patient_id, Image.modality, Image.sha256, Image.path),
             ["image_id", "patient_id", "modality", "sha256", "path"],
         )
+        ranges = _preset_ranges(session)
+        images["preset"] = pd.Series(
+            [ranges.get(i) for i in images["image_id"]], index=images.index, dtype=object
+        )
     boxes = boxes.merge(images[["image_id", "patient_id", "modality"]], on="image_id")
     is_reader = ~boxes["owner_key"].isin(["consensus", "auto"])
     boxes["owner"] = boxes["owner_key"].where(
@@ -238,6 +245,16 @@ def _boxes_frame(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
         first[["image_id", "source", "x", "y", "w", "h"]], on="image_id"
     ).drop(columns="image_id")
     return wide, chosen_frame
+
+
+def _preset_ranges(session: Session) -> dict[int, PresetRange]:
+    """The scanner-preset SWE range of each image that has one (none unless entered)."""
+    presets = PresetLookup.load(session)
+    if not presets:
+        return {}
+    swe = session.scalars(select(Image).where(Image.modality == "SWE"))
+    found = {image.id: preset_range(presets.for_image(image)) for image in swe}
+    return {image_id: preset for image_id, preset in found.items() if preset is not None}
 
 
 def _box_order(stem: str) -> tuple[int, int, str]:

@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 from core.common.boxes import Box
 from core.common.store import ImageStore
 from core.imaging.crop import ChosenBox, choose_box
-from core.learning.dataset import TASKS, ArrayCache, CaseImage, auto_box
+from core.imaging.swe_decode import PresetRange
+from core.learning.dataset import TASKS, ArrayCache, CaseImage, auto_box, preset_range
 from db.engine import Database
 from db.models import CropBox, Image, Patient, Reader
+from db.swe_presets import PresetLookup
 
 MODALITY: Final = {"gsu": "GSU", "swe": "SWE"}
 
@@ -30,6 +32,7 @@ class _ImageRow:
     modality: str
     sha256: str
     path: str
+    preset: PresetRange | None
 
 
 def stored_boxes(session: Session, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -94,8 +97,11 @@ def case_images(
         query = select(Image).where(Image.modality.in_(modalities))
         if patient_ids is not None:
             query = query.where(Image.patient_id.in_(list(patient_ids)))
+        presets = PresetLookup.load(session)
         images = [
-            _ImageRow(i.id, i.patient_id, i.modality, i.sha256, i.path)
+            _ImageRow(
+                i.id, i.patient_id, i.modality, i.sha256, i.path, preset_range(presets.for_image(i))
+            )
             for i in session.scalars(query)
         ]
         boxes = stored_boxes(session, [i.id for i in images])
@@ -117,7 +123,7 @@ def case_images(
                 chosen = f"no crop box for the {image.modality} image and none detected"
                 break
             chosen[name] = CaseImage(
-                image.sha256, image.path, pick, f"{image.modality} image of {code}"
+                image.sha256, image.path, pick, f"{image.modality} image of {code}", image.preset
             )
         out[pid] = chosen
     return out

@@ -22,7 +22,7 @@ from core.common.labels import dichotomize_grade
 from core.common.store import ImageStore
 from core.imaging.crop import ChosenBox, choose_box
 from core.imaging.swe_decode import stiffness_stats
-from core.learning.dataset import TASKS, ArrayCache, CaseImage, decoded_swe_crop
+from core.learning.dataset import TASKS, ArrayCache, CaseImage, decoded_swe_crop, preset_range
 from core.services.review.cases import case_images, stored_boxes
 from core.services.review.errors import ModelPathError, ReviewError
 from core.services.review.model_views import ModelView, default_pixels, model_view, run_facts
@@ -30,6 +30,7 @@ from core.services.review.predictor import RunPredictor, load_predictor
 from db.cases import case_labels
 from db.engine import Database
 from db.models import ConsensusGrade, Grade, Patient, Reader
+from db.swe_presets import PresetKey, PresetLookup, ScalePreset, preset_key
 
 STIFFNESS_COLORMAP: Final = cv2.COLORMAP_JET
 
@@ -55,6 +56,12 @@ class StiffnessView:
     low: float
     high: float
     warning: str
+    scale_source: str
+    """Where the kPa range came from: labels, the scanner preset, or "none" (relative)."""
+    preset_key: PresetKey
+    """The scanner preset this image belongs to, for entering its range."""
+    preset: ScalePreset | None
+    """The range entered for that preset, if any."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,13 @@ def is_blinded(session: Session, viewer: Reader | None, gsu_image_id: int | None
     return graded is None
 
 
-def _stiffness_view(store: ImageStore, crops: ArrayCache, image: CaseImage) -> StiffnessView:
+def _stiffness_view(
+    store: ImageStore,
+    crops: ArrayCache,
+    image: CaseImage,
+    key: PresetKey,
+    preset: ScalePreset | None,
+) -> StiffnessView:
     decoded = decoded_swe_crop(store, crops, image)
     stiffness = np.asarray(decoded["stiffness"], dtype=np.float32)
     finite = np.isfinite(stiffness)
@@ -112,7 +125,15 @@ def _stiffness_view(store: ImageStore, crops: ArrayCache, image: CaseImage) -> S
     rgb = cv2.cvtColor(cv2.applyColorMap(scaled, STIFFNESS_COLORMAP), cv2.COLOR_BGR2RGB)
     rgb[~finite] = 0
     return StiffnessView(
-        rgb, stiffness_stats(stiffness), decoded["units"], low, high, decoded["warning"]
+        rgb,
+        stiffness_stats(stiffness),
+        decoded["units"],
+        low,
+        high,
+        decoded["warning"],
+        decoded["scale_source"],
+        key,
+        preset,
     )
 
 
@@ -194,6 +215,9 @@ def patient_review(
                 select(ConsensusGrade).where(ConsensusGrade.image_id == gsu_id)
             )
         facts = run_facts(session, run_ids, patient.id)
+        swe = by_modality.get("SWE")
+        swe_preset = PresetLookup.load(session).for_image(swe) if swe is not None else None
+        swe_key = preset_key(swe) if swe is not None else None
     images: dict[str, ImageView] = {}
     for modality, img in by_modality.items():
         entry = boxes.get(img.id, {"consensus": None, "readers": {}, "auto": None})
@@ -205,10 +229,12 @@ def patient_review(
             img.id, modality, img.path, img.width, img.height, owned, chosen
         )
     stiffness = None
-    swe = by_modality.get("SWE")
-    if swe is not None and images["SWE"].chosen is not None:
-        case_image = CaseImage(swe.sha256, swe.path, images["SWE"].chosen, f"SWE image of {code}")
-        stiffness = _stiffness_view(store, crops, case_image)
+    if swe is not None and swe_key is not None and images["SWE"].chosen is not None:
+        what = f"SWE image of {code}"
+        case_image = CaseImage(
+            swe.sha256, swe.path, images["SWE"].chosen, what, preset_range(swe_preset)
+        )
+        stiffness = _stiffness_view(store, crops, case_image, swe_key, swe_preset)
     loader = predictor_for or (lambda run_id: load_predictor(db, run_id))
     models = []
     for fact in facts:
