@@ -3,6 +3,7 @@ the zip checks, grade through the database layer, write the SR back, read it bac
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,13 @@ from core.services.pacs.retrieve import (
     search_studies,
     ultrasound_images,
 )
-from core.services.pacs.writeback import pacs_line_for, reports_in_pacs, send_report
+from core.services.pacs.writeback import (
+    pacs_line_for,
+    report_content,
+    reports_in_pacs,
+    send_report,
+)
+from core.services.swe_presets import save_scale_preset, swe_preset_key
 from db.consensus import adjudicate
 from db.grading import save_box, save_grade
 from db.models import Image, Patient, Prediction, TrainingRun
@@ -36,6 +43,7 @@ PATIENT = "HOSP-0001"
 def _import_patient(client, db, store, corpus, patient_id, link):
     client.store(hospital_study(corpus, patient_id))
     (study,) = search_studies(client, patient_id=patient_id)
+    assert dt.date.fromisoformat(study.study_date)  # shown as 2000-03-29, not 20000329
     pick = propose_pick(client, patient_id, ultrasound_images(client, study))
     return (
         study,
@@ -128,6 +136,11 @@ def test_query_import_grade_write_back_and_read_back(
     _grade(db, code)
     with db.read() as session:
         run_id = session.scalar(select(TrainingRun.id))
+    # The ATL screen's bar carries no kPa labels: its stiffness is relative, which the report
+    # leaves out, until a range is entered for the scanner.
+    relative = report_content(db, store, code, [run_id], compute_models=False)
+    assert relative.stiffness == ()
+    save_scale_preset(db, swe_preset_key(db, code), 0, 100, "kPa", None)
     written = send_report(
         client,
         db,

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.common.errors import UserError
 from core.common.store import ImageStore
+from core.imaging.swe_decode import KPA_UNITS
 from core.learning.dataset import TASKS
 from core.services.pacs.capture import gradcam_capture
 from core.services.pacs.client import PacsClient
@@ -91,7 +92,8 @@ def _content_and_overlays(
         ReaderGrade(g.username, g.grade, gsu_boxes.get(g.username)) for g in review.grades or []
     )
     stiffness: tuple[tuple[str, float], ...] = ()
-    if review.stiffness is not None:
+    if review.stiffness is not None and review.stiffness.units == KPA_UNITS:
+        # Relative (0–1) stiffness has no unit the report could carry: it is left out.
         stats = review.stiffness.stats
         stiffness = tuple(
             (name, _rounded(stats[name]))
