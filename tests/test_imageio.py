@@ -14,6 +14,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from core.imaging.decoded import MIN_SIDE
+from core.imaging.dicom_read import parse_dicom_date
 from core.imaging.imageio import MAX_PIXELS, ImageReadError, decode_image, sniff_format
 from scripts.make_bad_corpus import forged_png
 from tests.dicom_factory import COLS, ROWS, expected_pixels, make_dicom
@@ -374,3 +375,17 @@ def test_error_names_the_file_without_control_characters() -> None:
         decode_image(b"", name="bad\nname\x00.png")
     assert info.value.name == "badname.png"
     assert str(info.value).startswith("'badname.png': the file is empty")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20000329", datetime.date(2000, 3, 29)),
+        ("2000.03.29", datetime.date(2000, 3, 29)),
+        ("20000329120000", datetime.date(2000, 3, 29)),
+        ("", None),
+        ("29/03/2000", None),
+    ],
+)
+def test_dicom_date_values_parse_in_both_forms(value: str, expected) -> None:
+    assert parse_dicom_date(value) == expected

@@ -182,14 +182,22 @@ def _palette_to_rgb(arr: np.ndarray, ds: Dataset, name: str) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
+def parse_dicom_date(value: str) -> datetime.date | None:
+    """A DA value (``YYYYMMDD``, or the old ``YYYY.MM.DD``) as a date; None if it is neither."""
+    text = str(value or "").strip()
+    for fmt in _DICOM_DATE_FORMATS:
+        width = 10 if "." in fmt else 8
+        try:
+            return datetime.datetime.strptime(text[:width], fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
 def _dicom_date(ds: Dataset) -> datetime.date | None:
     """The acquisition date, falling back to content, series then study date."""
     for keyword in _DICOM_DATE_KEYWORDS:
-        value = str(ds.get(keyword) or "").strip()
-        for fmt in _DICOM_DATE_FORMATS:
-            width = 10 if "." in fmt else 8
-            try:
-                return datetime.datetime.strptime(value[:width], fmt).date()
-            except ValueError:
-                continue
+        found = parse_dicom_date(str(ds.get(keyword) or ""))
+        if found is not None:
+            return found
     return None

@@ -28,6 +28,7 @@ from core.common.errors import UserError
 from core.common.store import ImageStore
 from core.imaging import imageio
 from core.imaging.color_box import detect_color_box
+from core.imaging.dicom_read import parse_dicom_date
 from core.imaging.roi_detect import to_rgb_u8
 from core.services.pacs.client import PacsClient, PacsError
 from core.services.pacs.link import LinkedInstance, PseudonymLink
@@ -46,6 +47,12 @@ SEARCH_LIMIT = 200
 """Studies one search returns at most; the page asks for a narrower search at the limit."""
 CLINICAL_KEYS = ("patient_id", "accession_number")
 CLINICAL_COLUMNS = tuple(c for c in COLUMNS if c not in ("patient_code", "gsu_file", "swe_file"))
+
+
+def _iso_date(value: str) -> str:
+    """``20000329`` as ``2000-03-29`` for people; anything unparsable is shown as sent."""
+    parsed = parse_dicom_date(value)
+    return parsed.isoformat() if parsed else value
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ def search_studies(
             study_uid=_text(ds, "StudyInstanceUID"),
             patient_id=_text(ds, "PatientID"),
             patient_name=_text(ds, "PatientName"),
-            study_date=_text(ds, "StudyDate"),
+            study_date=_iso_date(_text(ds, "StudyDate")),
             accession_number=_text(ds, "AccessionNumber"),
             description=_text(ds, "StudyDescription"),
             modalities=_text(ds, "ModalitiesInStudy"),
