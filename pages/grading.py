@@ -447,7 +447,7 @@ def grade_panel(gsu_id: int, swe_id: int | None, code: str) -> None:
     with st.container(horizontal=True, gap="small"):
         for g in GRADES:
             st.button(
-                str(g),
+                f"Grade {g}",  # Streamlit shows the shortcut key beside the label
                 key=f"gradebtn-{g}",
                 shortcut=str(g),
                 type="primary" if chosen == g else "secondary",
