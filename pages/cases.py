@@ -358,8 +358,8 @@ def scale_presets_panel(summaries: list[PresetSummary]) -> None:
             "scanner preset": s.key.describe(),
             "SWE images": s.images,
             "example patient": s.example or "—",
-            "printed labels": s.labels,
             "range entered": describe_preset(s.preset) if s.preset else "—",
+            "printed labels": s.labels,
         }
         for s in summaries
     ]
