@@ -221,10 +221,17 @@ def test_total_decoded_pixels_of_a_bundle_are_capped(db, store, monkeypatch):
 
 
 def test_a_failed_transaction_leaves_no_file_and_no_staging(db, store, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("database went away")
+    built = importer._patient_row
+    calls = []
 
-    monkeypatch.setattr(importer, "_add_case", broken)
+    def broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first patient is already flushed, with its audit row
+            raise RuntimeError("database went away")
+        return built(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "FLUSH_BATCH", 1)
+    monkeypatch.setattr(importer, "_patient_row", broken)
     rows, files = _bundle_of(3)
     with pytest.raises(RuntimeError):
         import_bundle(ZipBundle(make_zip(rows, files)), db, store)

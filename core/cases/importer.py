@@ -36,6 +36,8 @@ MAX_BUNDLE_PIXELS = 10_000_000_000
 full-HD GSU and SWE screen each, or 16,000 with the scanner's 640×480 screens."""
 LOOKUP_CHUNK = 500
 """Codes or hashes per ``IN (…)`` query: far below any backend's limit on parameters."""
+FLUSH_BATCH = 500
+"""Patients inserted per flush of the one import transaction."""
 CONCURRENT_IMPORT = (
     "Another import stored one of these patients or images while this bundle was being "
     "checked, so nothing from this bundle was stored. Import it again: patients already "
@@ -210,7 +212,7 @@ def check_bundle(
     return new, present, problems
 
 
-def _add_case(session, case: PreparedCase, relpaths: dict[str, str], actor: Reader | None) -> None:
+def _patient_row(case: PreparedCase, relpaths: dict[str, str]) -> Patient:
     r = case.record
     patient = Patient(
         code=r.code,
@@ -237,17 +239,29 @@ def _add_case(session, case: PreparedCase, relpaths: dict[str, str], actor: Read
                 acquisition_date=image.acquisition_date,
             )
         )
-    session.add(patient)
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="patient.import",
-        entity="patient",
-        entity_id=patient.id,
-        patient_id=patient.id,
-        after={"code": r.code, "images": [i.modality for i in case.images]},
-    )
+    return patient
+
+
+def _add_cases(
+    session, cases: list[PreparedCase], relpaths: dict[str, str], actor: Reader | None
+) -> None:
+    """Insert the rows ``FLUSH_BATCH`` patients per flush (one flush per patient made a
+    4,000-patient import twice as slow per patient as a 1,000-patient one)."""
+    for start in range(0, len(cases), FLUSH_BATCH):
+        chunk = cases[start : start + FLUSH_BATCH]
+        patients = [_patient_row(case, relpaths) for case in chunk]
+        session.add_all(patients)
+        session.flush()
+        for case, patient in zip(chunk, patients, strict=True):
+            audit.record(
+                session,
+                actor=actor,
+                action="patient.import",
+                entity="patient",
+                entity_id=patient.id,
+                patient_id=patient.id,
+                after={"code": case.record.code, "images": [i.modality for i in case.images]},
+            )
 
 
 def store_cases(
@@ -277,8 +291,7 @@ def store_cases(
                 if actor_name
                 else None
             )
-            for case in cases:
-                _add_case(session, case, relpaths, actor)
+            _add_cases(session, cases, relpaths, actor)
 
         db.write(work)
     except BaseException:
