@@ -1,10 +1,16 @@
-"""SWE scale labels across fonts: correct / refused / silent-misread rates per font.
+"""SWE scale labels across fonts: correct / refused / silent-misread rates per font and layout.
 
 Color bars with printed labels are drawn with PIL in many fonts, 9–20 px, with and without
 anti-aliasing, on dark and light panels, in eight label layouts (end labels, ticks,
-``≥300 kPa`` and ``>200 kPa`` titles, m/s scales). The reader was tuned on ``TUNING``;
-``HELD_OUT`` fonts were never looked at while tuning. Run: ``python -m bench.swe_labels
-[samples]``; exit 1 when a held-out target (≥ 85 % correct, 0 silent misreads) is missed.
+``≥300 kPa`` and ``>200 kPa`` titles, m/s scales). The reader was tuned on ``TUNING`` and
+developed against ``DEV`` (failures looked at one by one); ``HELD_OUT`` fonts were only
+measured at checkpoints, their bars never looked at. Run:
+``python -m bench.swe_labels [samples] [--no-held-out]``; exit 1 when a held-out target
+(≥ 85 % correct, 0 silent misreads) is missed.
+
+Latest (90 held-out bars): tuning 97 % correct, dev 91 %, held-out 73 % correct (61 %
+before the multi-view reader), 27 % refused, 0 silent misreads; 0.78 s per bar against
+0.66 s for the previous reader, measured alternately in one process.
 """
 
 from __future__ import annotations

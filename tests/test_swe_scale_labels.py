@@ -43,8 +43,8 @@ def test_real_mach30_labels_read_right(corpus) -> None:
 def test_held_out_fonts_read_right_or_refused_never_misread() -> None:
     results = [outcome(s) for s in sweep(HELD_OUT, 40, seed=7)]
     assert results.count("misread") == 0
-    # The target is 85 % correct; 55 % is what this reader reaches (bench.swe_labels).
-    assert results.count("correct") >= 0.5 * len(results), results
+    # The target is 85 % correct; this reader reaches 73 % (bench.swe_labels), 31 of these 40.
+    assert results.count("correct") >= 0.7 * len(results), results
 
 
 def _end(text: str, y: int, views: tuple[str, ...] | None = None, shapes: bool = True) -> Label:
@@ -56,11 +56,12 @@ def test_two_end_labels_accepted_only_when_every_check_agrees() -> None:
     reading = check_labels([unit, _end("90", 100), _end("0", 290)], BAR)
     assert isinstance(reading, ScaleReading), reading
     assert (reading.low, reading.high, reading.units) == (0.0, 90.0, "kPa")
-    other_number = ("90",) * 8 + ("80",)
+    few_views = ("90",) * 4 + ("",) * 5
     for labels in (
-        [unit, _end("90", 100, views=other_number), _end("0", 290)],  # one view read 80
+        [unit, _end("90", 100, views=few_views), _end("0", 290)],  # most views read nothing
         [unit, _end("90", 100, shapes=False), _end("0", 290)],  # a 9 without its counter
         [unit, _end("90", 190), _end("0", 290)],  # not at the bar's top
+        [unit, _end("90", 100), _end("10", 290)],  # 10 is off the grid of a 0-90 bar
     ):
         assert isinstance(check_labels(labels, BAR), Refusal)
 
@@ -105,6 +106,10 @@ def test_m_per_s_scale_and_conversion() -> None:
                 *(_label(v, y) for v, y in (("156", 100), ("100", 163), ("0", 290))),
             ],
             "tick step",
+        ),
+        (  # every 0 read as 8 (a dotted zero): even steps, off the grid from zero
+            [_label("kPa", 85), *(_label(v, y) for v, y in (("158", 95), ("58", 228), ("8", 295)))],
+            "from zero",
         ),
         (
             [_label("m/s", 85), _label("75", 100), _label("50", 195), _label("25", 290)],

@@ -3,18 +3,16 @@
 A wrong range shifts every stiffness value of the image without any visible sign, so a
 reading is accepted only when the printed labels agree with each other and with the bar:
 
-1. the labels' text boxes are found next to the bar (connected components of ink that
-   stands out from the panel, dark or light, on a plain surround);
-2. each label is upscaled with cubic interpolation to three heights, binarized (Otsu) and
-   read by Tesseract (``--psm 6`` over all labels stacked in one image per height, digits,
-   ``.``, ``-``, ``>``, ``kPa`` and ``m/s`` only); a label counts when the three readings
-   agree, and a decimal point Tesseract dropped is put back only where the ink shows one;
-3. the numbers must decrease from top to bottom, sit on a straight line against their
-   height along the bar (residual at most 12 % of a tick step), cover the bar, and one unit
-   (kPa or m/s) must be printed by the bar. The ends of the bar are read off that line.
-   A number printed above the bar (``≥300 kPa``, ``>200 kPa``: Tesseract knows no ``≥``)
-   must agree with the ticks' line. A label read differently at different heights is
-   accepted only where three or more numbers can check it.
+1. the labels' text boxes are found next to the bar and each is read in 12 views
+   (``core.imaging.swe_label_ocr``); a label is *sure* when most views read exactly the
+   same text, and a lone glyph may be confirmed by the same digit inside a sure label;
+2. the sure numbers must decrease from top to bottom, step by whole tick steps on a grid
+   from zero, sit on a straight line against their height along the bar (residual at most
+   12 % of a tick step), cover the bar, and one unit (kPa or m/s) must be printed by the
+   bar. The ends of the bar are read off that line. A number printed above the bar
+   (``≥300 kPa``, ``>200 kPa``: Tesseract knows no ``≥``) must agree with the ticks' line;
+3. two numbers alone, one at each end, are accepted only when the views agree and each
+   digit's glyph has that digit's counters and no other reading's (``_end_labels_certain``).
 
 Anything else gives a :class:`Refusal` with the reason; the caller then asks for the range
 once per scanner preset (``core.imaging.swe_presets``) and marks stiffness as relative.
@@ -68,7 +66,8 @@ class Label:
 
     ``sure``: enough views read exactly ``text`` (and, read without the whitelist, no
     letter showed); a label that is not sure is left out of the checks. ``shapes_agree``:
-    each digit is one glyph with the digit's counters (``swe_label_ocr.shapes_agree``).
+    each digit is one glyph with the digit's counters (``swe_label_ocr.shapes_agree``),
+    and no other number a view read has them.
     """
 
     box: Box
@@ -96,6 +95,22 @@ class Refusal:
     labels: tuple[Label, ...] = ()
 
 
+def _undotted(text: str) -> str:
+    """A reading without its unit and decimal points (dots are checked on the ink)."""
+    return split_units(text)[0].replace(".", "")
+
+
+def _letter_shows(free: str, text: str) -> bool:
+    """A letter that is no digit's lookalike, read without the whitelist where ``text`` has none.
+
+    The whitelist makes Tesseract call any glyph a digit; read freely, a letter shows. A
+    digit read differently there is only one more view, and the whitelisted views outvote it.
+    """
+    return any(c.isalpha() for c in letter_free(free)) and not any(
+        c.isalpha() for c in letter_free(text)
+    )
+
+
 def _vote(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str | None, bool]:
     """The label's commonest reading, and whether enough of the views read exactly it.
 
@@ -114,6 +129,16 @@ def _label_region(img: np.ndarray, bar: Box) -> Box:
     reach = max(90, 6 * bar.w)
     x0, y0 = max(bar.x - reach, 0), max(bar.y - 60, 0)
     return Box(x0, y0, min(bar.x2 + reach, width) - x0, min(bar.y2 + 40, height) - y0)
+
+
+def _only_shape(
+    contrast: np.ndarray, text: str, said: list[str], box: Box, glyphs: list[Box]
+) -> bool:
+    """The glyphs' counters fit ``text`` and no other number a view read ('90', not '30')."""
+    others = {v for v in said if _NUMBER.match(split_units(v)[0])} - {text}
+    return shapes_agree(contrast, text, box, glyphs) and not any(
+        shapes_agree(contrast, v, box, glyphs) for v in others if _undotted(v) != _undotted(text)
+    )
 
 
 def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
@@ -140,8 +165,8 @@ def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
     for i, (box, glyphs) in enumerate(near):
         said = [v[i] for v in views]
         text, sure = _vote(said, box, glyphs)
-        if text is not None and not single(box) and letter_free(free[i]) != letter_free(text):
-            sure = False  # without the whitelist a letter shows ("8O")
+        if text and not single(box) and _letter_shows(free[i], text):
+            sure = False  # without the whitelist a letter shows ("8e")
         voted.append((text, sure, said))
     samples = [
         sample
@@ -156,7 +181,7 @@ def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
             if char in said and score >= _GLYPH_SCORE and margin >= _GLYPH_MARGIN:
                 text, sure = char, True  # a reading of some view, confirmed by the font's own glyph
         frame_box = Box(box.x + region.x, box.y + region.y, box.w, box.h)
-        shapes = sure and bool(text) and shapes_agree(contrast, text or "", box, glyphs)
+        shapes = bool(sure and text) and _only_shape(contrast, text or "", said, box, glyphs)
         labels.append(Label(frame_box, text or "", sure, tuple(said), shapes))
     return check_labels(labels, bar)
 
@@ -217,6 +242,17 @@ def _pitch(label: Label) -> float:
     return label.box.w / (len(rest) - 0.2 - 0.6 * rest.count("."))
 
 
+def _on_grid(values: np.ndarray, step: float) -> bool:
+    """Every value a whole multiple of ``step``.
+
+    Scales print round numbers from zero (240/180/120/60, 7.5/5.0/2.5); a digit misread
+    the same way in every label ('0' read as '8': 158/58/8) keeps the steps even but
+    leaves the grid.
+    """
+    ratios = values / step
+    return bool(np.all(np.abs(ratios - np.round(ratios)) <= 1e-6))
+
+
 def _reading(
     low: float, high: float, unit: Units, found: tuple[Label, ...]
 ) -> ScaleReading | Refusal:
@@ -235,25 +271,25 @@ def _reading(
 
 
 def _only_reading(label: Label) -> bool:
-    """No view read a number other than ``label.text``, and most read exactly it."""
-    numbers = [v for v in label.views if _NUMBER.match(split_units(v)[0])]
-    return set(numbers) == {label.text} and 2 * len(numbers) > len(label.views)
+    """At least half the views read exactly ``label.text``."""
+    return 2 * label.views.count(label.text) >= len(label.views)
 
 
 def _end_labels_certain(side: list[tuple[float, float, Label]], bar: Box) -> bool:
     """Two numbers, one at each end of the bar, that no reading could have gotten wrong.
 
-    Nothing else on the bar can check them, so no view may have read another number
-    (a view may have read nothing, or a letter, for a lone glyph), most views must have
-    read exactly the text, the digits' glyphs must have the counters of the digits read,
-    and the top number must be the larger.
+    Nothing else on the bar can check them, so at least half the views must have read
+    exactly the text, the digits' glyphs must have the counters of the digits read and not
+    those of any other number a view read ('30' for '90'), and the top number must be the
+    larger. No '8': a zero with a dot or slash inside (mono
+    fonts) has an 8's two counters, and Tesseract reads it as one.
     """
     top, bottom = sorted(side, key=lambda s: s[0])
     return (
         top[0] == bar.y
         and bottom[0] == bar.y2
         and top[1] > bottom[1]
-        and all(_only_reading(s[2]) and s[2].shapes_agree for s in side)
+        and all(_only_reading(s[2]) and s[2].shapes_agree and "8" not in s[2].text for s in side)
     )
 
 
@@ -287,7 +323,9 @@ def check_labels(labels: list[Label], bar: Box) -> ScaleReading | Refusal:
     sure = side
     title = _title_candidates(titles[0]) if titles else []
     if len(sure) == 2 and not titles and _end_labels_certain(sure, bar):
-        return _reading(min(s[1] for s in sure), max(s[1] for s in sure), unit, found)
+        low, high = min(s[1] for s in sure), max(s[1] for s in sure)
+        if _on_grid(np.array([low]), high - low):
+            return _reading(low, high, unit, found)
     if len(sure) + (1 if title else 0) < 3 or len(sure) < 2:
         return Refusal(
             "Fewer than three numbers could be read by the bar: with two, nothing would "
@@ -299,9 +337,10 @@ def check_labels(labels: list[Label], bar: Box) -> ScaleReading | Refusal:
     if np.any(np.diff(ys) < 4) or not np.all(np.diff(vs) < 0):
         return Refusal("The numbers do not decrease from the top of the bar down.", found)
     gaps = -np.diff(vs)
-    if np.any(np.abs(gaps / gaps.min() - np.round(gaps / gaps.min())) > 1e-6):
+    if not _on_grid(gaps, gaps.min()) or not _on_grid(vs, gaps.min()):
         return Refusal(
-            "The numbers do not step by one tick step (a digit was probably misread).", found
+            "The numbers do not step by whole tick steps from zero (a digit was probably misread).",
+            found,
         )
     slope, intercept = np.polyfit(ys, vs, 1)
     off_px = float(np.max(np.abs(slope * ys + intercept - vs)) / abs(slope))
