@@ -14,11 +14,12 @@ from PIL import Image, ImageDraw, ImageFont
 from bench.swe_labels import HELD_OUT, font_path, outcome, sweep
 from core.common.boxes import Box
 from core.imaging.roi_detect import detect_scale_bar, to_rgb_u8
-from core.imaging.swe_label_ocr import shapes_agree, text_boxes
+from core.imaging.swe_label_ocr import shapes_agree, text_boxes, zero_positions
 from core.imaging.swe_scale_labels import (
     Label,
     Refusal,
     ScaleReading,
+    _decimals,
     check_labels,
     read_labels,
     shear_speed_to_kpa,
@@ -43,8 +44,8 @@ def test_real_mach30_labels_read_right(corpus) -> None:
 def test_held_out_fonts_read_right_or_refused_never_misread() -> None:
     results = [outcome(s) for s in sweep(HELD_OUT, 40, seed=7)]
     assert results.count("misread") == 0
-    # The target is 85 % correct; this reader reaches 73 % (bench.swe_labels), 31 of these 40.
-    assert results.count("correct") >= 0.7 * len(results), results
+    # The target is 85 % correct; this reader reaches 79 % (bench.swe_labels), 32 of these 40.
+    assert results.count("correct") >= 0.75 * len(results), results
 
 
 def _end(text: str, y: int, views: tuple[str, ...] | None = None, shapes: bool = True) -> Label:
@@ -76,6 +77,25 @@ def test_digit_counters_tell_9_from_8() -> None:
     assert shapes_agree(contrast, "90", box, glyphs)
     assert not shapes_agree(contrast, "80", box, glyphs)
     assert not shapes_agree(contrast, "60", box, glyphs)
+
+
+@pytest.mark.parametrize("font", ["NotoSansMono-Bold", "NotoMono", "DejaVuSans", "DejaVuSans-Bold"])
+@pytest.mark.parametrize("text", ["180", "808"])
+def test_zero_shape_tells_a_dotted_0_from_an_8(font: str, text: str) -> None:
+    img = Image.new("L", (90, 40))
+    ImageDraw.Draw(img).text((8, 8), text, fill=255, font=ImageFont.truetype(font_path(font), 18))
+    contrast = np.asarray(img)
+    box, glyphs = text_boxes(contrast)[0]
+    misread = text.replace("0", "8")  # Tesseract's reading of a dotted or slashed 0
+    assert zero_positions(contrast, misread, box, glyphs) == {text.index("0")}
+
+
+def test_lost_decimal_point_put_back_only_in_the_labels_format() -> None:
+    scale = [_label("7.5", 95), _label("75", 195), _label("2.5", 295)]
+    assert [lb.text for lb in _decimals(scale)] == ["7.5", "7.5", "2.5"]
+    one_dotted = [_label("7.5", 95), _label("50", 195), _label("25", 295)]
+    assert _decimals(one_dotted) == one_dotted
+    assert _decimals([_label("10.0", 95), _label("7.5", 195), _label("25", 295)])[2].text == "2.5"
 
 
 def test_at_least_300_title_agrees_with_ticks() -> None:

@@ -296,3 +296,35 @@ def shapes_agree(contrast: np.ndarray, text: str, box: Box, glyphs: list[Box]) -
     """
     samples = glyph_samples(contrast, text, box, glyphs)
     return bool(samples) and all(_holes(p) in _HOLES[c] for c, p in samples)
+
+
+_ZERO_WAIST = 0.9
+"""An 8's outline narrows between its counters; a 0's (dotted or slashed) does not."""
+
+
+def zero_positions(contrast: np.ndarray, text: str, box: Box, glyphs: list[Box]) -> set[int]:
+    """Indices into ``text`` of the digits read as 0 or 8 whose glyph is shaped like a 0.
+
+    Mono fonts print a 0 with a dot or slash inside, which Tesseract reads as an 8 and
+    whose two counters are an 8's. The outline tells them apart: an 8 has a waist where its
+    counters meet (at most 0.85 of its width in the fonts measured), a 0 is an oval
+    (0.9–1.0); a glyph with an 8's counters or one tall counter and no waist is a 0.
+    """
+    samples = glyph_samples(contrast, text, box, glyphs)
+    digits = [i for i, c in enumerate(split_units(text)[0]) if c.isdigit()]
+    if not samples:
+        return set()  # the glyphs do not add up to the digits read
+    return {
+        i
+        for i, (char, patch) in zip(digits, samples, strict=True)
+        if char in "08" and _holes(patch) in ("c", "ul") and _waist(patch) >= _ZERO_WAIST
+    }
+
+
+def _waist(patch: np.ndarray) -> float:
+    """Narrowest width of the glyph's middle third over its widest row (ink as in ``_holes``)."""
+    ink = patch > 0.35 * float(np.percentile(patch, 99))
+    spans = [np.flatnonzero(row) for row in ink]
+    widths = [int(c[-1] - c[0] + 1) if c.size else 0 for c in spans]
+    h = len(widths)
+    return min(widths[int(0.35 * h) : int(0.65 * h) + 1]) / max(max(widths), 1)

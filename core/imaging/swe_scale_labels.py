@@ -12,7 +12,9 @@ reading is accepted only when the printed labels agree with each other and with 
    bar. The ends of the bar are read off that line. A number printed above the bar
    (``≥300 kPa``, ``>200 kPa``: Tesseract knows no ``≥``) must agree with the ticks' line;
 3. two numbers alone, one at each end, are accepted only when the views agree and each
-   digit's glyph has that digit's counters and no other reading's (``_end_labels_certain``).
+   digit's glyph has that digit's counters and no other reading's (``_end_labels_certain``);
+4. a refused bar is checked once more with 0-shaped glyphs read as 8 taken as 0 and lost
+   decimal points put back in the other labels' format; all checks above still apply.
 
 Anything else gives a :class:`Refusal` with the reason; the caller then asks for the range
 once per scanner preset (``core.imaging.swe_presets``) and marks stiffness as relative.
@@ -43,6 +45,7 @@ from core.imaging.swe_label_ocr import (
     single,
     split_units,
     text_boxes,
+    zero_positions,
 )
 
 __all__ = ["Label", "Refusal", "ScaleReading", "Units", "check_labels", "read_labels"]
@@ -161,29 +164,109 @@ def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
         free = read_views(contrast, boxes, [(VIEW_HEIGHTS[1], None)], whitelist=None)[0]
     except (pytesseract.TesseractNotFoundError, pytesseract.TesseractError) as exc:
         return Refusal(f"Tesseract could not run ({exc}); install tesseract-ocr (see README).")
+    labels = _labels(contrast, near, region, views, free, zeros=False)
+    reading = check_labels(labels, bar)
+    if isinstance(reading, ScaleReading):
+        return reading
+    zeros = _labels(contrast, near, region, views, free, zeros=True)
+    for retry in (zeros, _decimals(labels), _decimals(zeros)):
+        if retry != labels and isinstance(again := check_labels(retry, bar), ScaleReading):
+            return again  # a reading only the glyphs' shapes or the labels' format explain
+    return reading
+
+
+def _decimals(labels: list[Label]) -> list[Label]:
+    """Sure numbers given back the decimal point that every other decimal number shows.
+
+    One scale prints its numbers in one format (10.0/7.5/5.0/2.5); with 6–7 px digits the
+    point merges into the next digit and is lost ('75'). Where at least two sure numbers
+    have a point and all the same digits after it, a sure number without one gets the point
+    before as many digits; the checks then decide. Nothing is ever taken away.
+    """
+    decimals = collections.Counter(
+        len(rest) - rest.index(".") - 1
+        for label in labels
+        if label.sure
+        and (rest := split_units(label.text)[0]).count(".") == 1
+        and _NUMBER.match(rest)
+    )
+    if len(decimals) != 1 or next(iter(decimals.values())) < 2:
+        return labels
+    ((after, _),) = decimals.items()
+    out = []
+    for label in labels:
+        rest, unit = split_units(label.text)
+        if label.sure and rest.isdigit() and len(rest) > after:
+            text = f"{rest[:-after]}.{rest[-after:]}{unit or ''}"
+            label = Label(label.box, text, True, label.views)  # shapes unchecked: no end pair
+        out.append(label)
+    return out
+
+
+def _zero_fixed(
+    contrast: np.ndarray, said: list[str], box: Box, glyphs: list[Box]
+) -> tuple[list[str], bool]:
+    """Views with each 0-shaped glyph read as 0 (``swe_label_ocr.zero_positions``); changed?
+
+    A view is rewritten only where it differs from the commonest reading just at those
+    glyphs, where it read 0, 6, 8 or 9, so that a dotted 0 read as 8 in some views and 0
+    in others is voted as the 0 its outline shows.
+    """
+    text, _ = _vote(said, box, glyphs)
+    zeros = zero_positions(contrast, text, box, glyphs) if text else set()
+    if not text or not zeros:
+        return said, False
+    target = "".join("0" if i in zeros else c for i, c in enumerate(text))
+
+    def zero_only(view: str) -> bool:
+        """``view`` differs from ``target`` (if at all) only at 0-shaped glyphs."""
+        return len(view) == len(target) and all(
+            a == b or (i in zeros and a in "0689")
+            for i, (a, b) in enumerate(zip(view, target, strict=True))
+        )
+
+    dotted = [restore_dot(v, box, glyphs) or v for v in said]
+    if not any(v and zero_only(d) and d != target for v, d in zip(said, dotted, strict=True)):
+        return said, False
+    return [target if v and zero_only(d) else v for v, d in zip(said, dotted, strict=True)], True
+
+
+def _labels(
+    contrast: np.ndarray,
+    near: list[tuple[Box, list[Box]]],
+    region: Box,
+    views: list[list[str]],
+    free: list[str],
+    zeros: bool,
+) -> list[Label]:
+    """Each box's voted label; ``zeros``: 0-shaped glyphs read as 8 taken as 0 (no end-pair use)."""
     voted = []
     for i, (box, glyphs) in enumerate(near):
         said = [v[i] for v in views]
+        changed = False
+        if zeros:
+            said, changed = _zero_fixed(contrast, said, box, glyphs)
         text, sure = _vote(said, box, glyphs)
         if text and not single(box) and _letter_shows(free[i], text):
             sure = False  # without the whitelist a letter shows ("8e")
-        voted.append((text, sure, said))
+        voted.append((text, sure, said, changed))
     samples = [
         sample
-        for (box, glyphs), (text, sure, _) in zip(near, voted, strict=True)
+        for (box, glyphs), (text, sure, _, _) in zip(near, voted, strict=True)
         if sure and text and not single(box)
         for sample in glyph_samples(contrast, text, box, glyphs)
     ]
     labels = []
-    for (box, glyphs), (text, sure, said) in zip(near, voted, strict=True):
+    for (box, glyphs), (text, sure, said, changed) in zip(near, voted, strict=True):
         if single(box) and not sure:
             char, score, margin = glyph_match(contrast[box.y : box.y2, box.x : box.x2], samples)
             if char in said and score >= _GLYPH_SCORE and margin >= _GLYPH_MARGIN:
                 text, sure = char, True  # a reading of some view, confirmed by the font's own glyph
         frame_box = Box(box.x + region.x, box.y + region.y, box.w, box.h)
-        shapes = bool(sure and text) and _only_shape(contrast, text or "", said, box, glyphs)
+        shapes = bool(sure and text) and not changed
+        shapes = shapes and _only_shape(contrast, text or "", said, box, glyphs)
         labels.append(Label(frame_box, text or "", sure, tuple(said), shapes))
-    return check_labels(labels, bar)
+    return labels
 
 
 def _title_candidates(label: Label) -> list[float]:
