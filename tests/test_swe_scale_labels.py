@@ -15,11 +15,11 @@ from bench.swe_labels import HELD_OUT, font_path, outcome, sweep
 from core.common.boxes import Box
 from core.imaging.roi_detect import detect_scale_bar, to_rgb_u8
 from core.imaging.swe_label_ocr import shapes_agree, text_boxes, zero_positions
+from core.imaging.swe_label_vote import restore_decimals
 from core.imaging.swe_scale_labels import (
     Label,
     Refusal,
     ScaleReading,
-    _decimals,
     check_labels,
     read_labels,
     shear_speed_to_kpa,
@@ -92,10 +92,11 @@ def test_zero_shape_tells_a_dotted_0_from_an_8(font: str, text: str) -> None:
 
 def test_lost_decimal_point_put_back_only_in_the_labels_format() -> None:
     scale = [_label("7.5", 95), _label("75", 195), _label("2.5", 295)]
-    assert [lb.text for lb in _decimals(scale)] == ["7.5", "7.5", "2.5"]
+    assert [lb.text for lb in restore_decimals(scale)] == ["7.5", "7.5", "2.5"]
     one_dotted = [_label("7.5", 95), _label("50", 195), _label("25", 295)]
-    assert _decimals(one_dotted) == one_dotted
-    assert _decimals([_label("10.0", 95), _label("7.5", 195), _label("25", 295)])[2].text == "2.5"
+    assert restore_decimals(one_dotted) == one_dotted
+    mixed = [_label("10.0", 95), _label("7.5", 195), _label("25", 295)]
+    assert restore_decimals(mixed)[2].text == "2.5"
 
 
 def test_at_least_300_title_agrees_with_ticks() -> None:

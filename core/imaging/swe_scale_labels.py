@@ -22,8 +22,6 @@ once per scanner preset (``core.imaging.swe_presets``) and marks stiffness as re
 
 from __future__ import annotations
 
-import collections
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,49 +33,21 @@ from core.imaging.swe_label_ocr import (
     INK_LEVELS,
     VIEW_HEIGHTS,
     Units,
-    glyph_match,
-    glyph_samples,
     ink_contrast,
-    letter_free,
     read_views,
-    restore_dot,
-    shapes_agree,
-    single,
     split_units,
     text_boxes,
-    zero_positions,
 )
+from core.imaging.swe_label_vote import NUMBER, Label, restore_decimals, vote_labels
 
 __all__ = ["Label", "Refusal", "ScaleReading", "Units", "check_labels", "read_labels"]
 
-_NUMBER = re.compile(r"^(?P<cmp>>)?(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?)$")
 _COMPARATOR_LOOKALIKES = "2=7>"
 """Tesseract reads '≥' as '2' or '=', and '>' now and then as '7'."""
 _MAX_RESIDUAL_STEP = 0.12
 _MAX_PITCH_RATIO = 1.4
 _END_AGREEMENT = 0.03
-_SURE_SHARE = 2 / 3
-"""A label's reading counts when at least this share of its views read exactly it."""
 _MAX_SPEED = 20.0
-_GLYPH_SCORE, _GLYPH_MARGIN = 0.9, 0.1
-"""A lone glyph matches a character of the other labels: correlation, lead over the next."""
-
-
-@dataclass(frozen=True)
-class Label:
-    """One text box by the bar and what was read there (``views``: each view's reading).
-
-    ``sure``: enough views read exactly ``text`` (and, read without the whitelist, no
-    letter showed); a label that is not sure is left out of the checks. ``shapes_agree``:
-    each digit is one glyph with the digit's counters (``swe_label_ocr.shapes_agree``),
-    and no other number a view read has them.
-    """
-
-    box: Box
-    text: str
-    sure: bool
-    views: tuple[str, ...]
-    shapes_agree: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,50 +68,11 @@ class Refusal:
     labels: tuple[Label, ...] = ()
 
 
-def _undotted(text: str) -> str:
-    """A reading without its unit and decimal points (dots are checked on the ink)."""
-    return split_units(text)[0].replace(".", "")
-
-
-def _letter_shows(free: str, text: str) -> bool:
-    """A letter that is no digit's lookalike, read without the whitelist where ``text`` has none.
-
-    The whitelist makes Tesseract call any glyph a digit; read freely, a letter shows. A
-    digit read differently there is only one more view, and the whitelisted views outvote it.
-    """
-    return any(c.isalpha() for c in letter_free(free)) and not any(
-        c.isalpha() for c in letter_free(text)
-    )
-
-
-def _vote(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str | None, bool]:
-    """The label's commonest reading, and whether enough of the views read exactly it.
-
-    A view that read nothing does not disagree; a majority of all views must still agree.
-    """
-    fixed = [restore_dot(t, box, glyphs) if t else None for t in views]
-    said = [t for t in fixed if t is not None]
-    if not said:
-        return None, False
-    text, count = collections.Counter(said).most_common(1)[0]
-    return text, count >= _SURE_SHARE * len([v for v in views if v]) and 2 * count > len(views)
-
-
 def _label_region(img: np.ndarray, bar: Box) -> Box:
     height, width = img.shape[:2]
     reach = max(90, 6 * bar.w)
     x0, y0 = max(bar.x - reach, 0), max(bar.y - 60, 0)
     return Box(x0, y0, min(bar.x2 + reach, width) - x0, min(bar.y2 + 40, height) - y0)
-
-
-def _only_shape(
-    contrast: np.ndarray, text: str, said: list[str], box: Box, glyphs: list[Box]
-) -> bool:
-    """The glyphs' counters fit ``text`` and no other number a view read ('90', not '30')."""
-    others = {v for v in said if _NUMBER.match(split_units(v)[0])} - {text}
-    return shapes_agree(contrast, text, box, glyphs) and not any(
-        shapes_agree(contrast, v, box, glyphs) for v in others if _undotted(v) != _undotted(text)
-    )
 
 
 def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
@@ -164,109 +95,15 @@ def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
         free = read_views(contrast, boxes, [(VIEW_HEIGHTS[1], None)], whitelist=None)[0]
     except (pytesseract.TesseractNotFoundError, pytesseract.TesseractError) as exc:
         return Refusal(f"Tesseract could not run ({exc}); install tesseract-ocr (see README).")
-    labels = _labels(contrast, near, region, views, free, zeros=False)
+    labels = vote_labels(contrast, near, region, views, free, zeros=False)
     reading = check_labels(labels, bar)
     if isinstance(reading, ScaleReading):
         return reading
-    zeros = _labels(contrast, near, region, views, free, zeros=True)
-    for retry in (zeros, _decimals(labels), _decimals(zeros)):
+    zeros = vote_labels(contrast, near, region, views, free, zeros=True)
+    for retry in (zeros, restore_decimals(labels), restore_decimals(zeros)):
         if retry != labels and isinstance(again := check_labels(retry, bar), ScaleReading):
             return again  # a reading only the glyphs' shapes or the labels' format explain
     return reading
-
-
-def _decimals(labels: list[Label]) -> list[Label]:
-    """Sure numbers given back the decimal point that every other decimal number shows.
-
-    One scale prints its numbers in one format (10.0/7.5/5.0/2.5); with 6–7 px digits the
-    point merges into the next digit and is lost ('75'). Where at least two sure numbers
-    have a point and all the same digits after it, a sure number without one gets the point
-    before as many digits; the checks then decide. Nothing is ever taken away.
-    """
-    decimals = collections.Counter(
-        len(rest) - rest.index(".") - 1
-        for label in labels
-        if label.sure
-        and (rest := split_units(label.text)[0]).count(".") == 1
-        and _NUMBER.match(rest)
-    )
-    if len(decimals) != 1 or next(iter(decimals.values())) < 2:
-        return labels
-    ((after, _),) = decimals.items()
-    out = []
-    for label in labels:
-        rest, unit = split_units(label.text)
-        if label.sure and rest.isdigit() and len(rest) > after:
-            text = f"{rest[:-after]}.{rest[-after:]}{unit or ''}"
-            label = Label(label.box, text, True, label.views)  # shapes unchecked: no end pair
-        out.append(label)
-    return out
-
-
-def _zero_fixed(
-    contrast: np.ndarray, said: list[str], box: Box, glyphs: list[Box]
-) -> tuple[list[str], bool]:
-    """Views with each 0-shaped glyph read as 0 (``swe_label_ocr.zero_positions``); changed?
-
-    A view is rewritten only where it differs from the commonest reading just at those
-    glyphs, where it read 0, 6, 8 or 9, so that a dotted 0 read as 8 in some views and 0
-    in others is voted as the 0 its outline shows.
-    """
-    text, _ = _vote(said, box, glyphs)
-    zeros = zero_positions(contrast, text, box, glyphs) if text else set()
-    if not text or not zeros:
-        return said, False
-    target = "".join("0" if i in zeros else c for i, c in enumerate(text))
-
-    def zero_only(view: str) -> bool:
-        """``view`` differs from ``target`` (if at all) only at 0-shaped glyphs."""
-        return len(view) == len(target) and all(
-            a == b or (i in zeros and a in "0689")
-            for i, (a, b) in enumerate(zip(view, target, strict=True))
-        )
-
-    dotted = [restore_dot(v, box, glyphs) or v for v in said]
-    if not any(v and zero_only(d) and d != target for v, d in zip(said, dotted, strict=True)):
-        return said, False
-    return [target if v and zero_only(d) else v for v, d in zip(said, dotted, strict=True)], True
-
-
-def _labels(
-    contrast: np.ndarray,
-    near: list[tuple[Box, list[Box]]],
-    region: Box,
-    views: list[list[str]],
-    free: list[str],
-    zeros: bool,
-) -> list[Label]:
-    """Each box's voted label; ``zeros``: 0-shaped glyphs read as 8 taken as 0 (no end-pair use)."""
-    voted = []
-    for i, (box, glyphs) in enumerate(near):
-        said = [v[i] for v in views]
-        changed = False
-        if zeros:
-            said, changed = _zero_fixed(contrast, said, box, glyphs)
-        text, sure = _vote(said, box, glyphs)
-        if text and not single(box) and _letter_shows(free[i], text):
-            sure = False  # without the whitelist a letter shows ("8e")
-        voted.append((text, sure, said, changed))
-    samples = [
-        sample
-        for (box, glyphs), (text, sure, _, _) in zip(near, voted, strict=True)
-        if sure and text and not single(box)
-        for sample in glyph_samples(contrast, text, box, glyphs)
-    ]
-    labels = []
-    for (box, glyphs), (text, sure, said, changed) in zip(near, voted, strict=True):
-        if single(box) and not sure:
-            char, score, margin = glyph_match(contrast[box.y : box.y2, box.x : box.x2], samples)
-            if char in said and score >= _GLYPH_SCORE and margin >= _GLYPH_MARGIN:
-                text, sure = char, True  # a reading of some view, confirmed by the font's own glyph
-        frame_box = Box(box.x + region.x, box.y + region.y, box.w, box.h)
-        shapes = bool(sure and text) and not changed
-        shapes = shapes and _only_shape(contrast, text or "", said, box, glyphs)
-        labels.append(Label(frame_box, text or "", sure, tuple(said), shapes))
-    return labels
 
 
 def _title_candidates(label: Label) -> list[float]:
@@ -274,7 +111,7 @@ def _title_candidates(label: Label) -> list[float]:
     values = []
     for view in {split_units(v)[0] for v in label.views if v} | {split_units(label.text)[0]}:
         for text in (view, view[1:] if view[:1] in _COMPARATOR_LOOKALIKES else ""):
-            m = _NUMBER.match(text)
+            m = NUMBER.match(text)
             if m:
                 values.append(float(m["num"]))
     return sorted(set(values))
@@ -306,7 +143,7 @@ def _side_numbers(
             units |= {u for u in (split_units(v)[1] for v in label.views) if u}
         if not rest or not any(c.isdigit() for c in rest):
             continue
-        m = _NUMBER.match(rest)
+        m = NUMBER.match(rest)
         if label.box.y2 <= bar.y + 2:
             titles.append(label)
         elif not label.sure:
