@@ -45,15 +45,16 @@ def test_the_admin_previews_corrects_and_imports(demo_env, browser, corpus, tmp_
         sign_in(page, "admin")
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cases").click()
         page.get_by_text("Import cases (zip with manifest.csv)").click()
-        page.locator("input[type=file]").set_input_files(str(bundle))
-        picture = page.get_by_test_id("stImage").last
+        panel = page.get_by_test_id("stExpander").filter(has_text="Import cases")
+        panel.locator("input[type=file]").set_input_files(str(bundle))
+        picture = panel.get_by_test_id("stImage").last
         picture.wait_for(timeout=120_000)
         _wait_idle(page)
-        page.get_by_text("red: blanked").wait_for(timeout=60_000)
-        table = page.get_by_test_id("stDataFrame").last
+        panel.get_by_text("red: blanked").wait_for(timeout=60_000)
+        table = panel.get_by_test_id("stDataFrame").last
         table.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "import-preview.png"), full_page=True)
-        keep = page.get_by_test_id("stMultiSelect").last
+        keep = panel.get_by_test_id("stMultiSelect").last
         keep.locator("input").click()
         page.keyboard.type("Oct")  # the exam date: the admin decides it may stay
         page.get_by_text(re.compile(r"Oct 16' at \(")).last.click()
