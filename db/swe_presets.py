@@ -9,6 +9,7 @@ size stands in for the preset: scanners lay out each preset's screen the same wa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -118,17 +119,8 @@ def _view(row: SweScalePreset, username: str | None) -> ScalePreset:
     return ScalePreset(key, row.low, row.high, row.units, username, row.updated_at)
 
 
-def _key_columns(key: PresetKey) -> dict[str, Any]:
-    return {
-        "manufacturer": key.manufacturer,
-        "model": key.model,
-        "width": key.width,
-        "height": key.height,
-    }
-
-
 def _row(session: Session, key: PresetKey) -> SweScalePreset | None:
-    return session.scalar(select(SweScalePreset).filter_by(**_key_columns(key)))
+    return session.scalar(select(SweScalePreset).filter_by(**dataclasses.asdict(key)))
 
 
 def all_presets(session: Session) -> dict[PresetKey, ScalePreset]:
@@ -157,7 +149,7 @@ def save_preset(
         "updated_by_id": actor.id if actor else None,
         "updated_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
     }
-    row, created = lock_or_insert(session, SweScalePreset, _key_columns(key), values)
+    row, created = lock_or_insert(session, SweScalePreset, dataclasses.asdict(key), values)
     before = None if created else {"low": row.low, "high": row.high, "units": row.units}
     for name, value in values.items():
         setattr(row, name, value)

@@ -89,8 +89,8 @@ def unlock(db: Database, username: str, *, actor: Reader | None = None) -> int:
     """Lift the sign-in delay of ``username`` (an admin, or the command line): forgets its
     failed attempts, audited with their number. Returns how many were cleared."""
     with db.transaction() as session:
-        acting = _acting(session, actor)
-        return accounts.clear_failures(session, actor=acting, username=username)
+        admin = acting(session, actor, "manage_readers")
+        return accounts.clear_failures(session, actor=admin, username=username)
 
 
 def can(reader: Reader | None, action: str) -> bool:
@@ -115,13 +115,14 @@ def require(reader: Reader | None, action: str) -> None:
     )
 
 
-def _acting(session: Session, actor: Reader | None) -> Reader | None:
-    """The actor as the database knows it now (a stale page object must not grant rights);
-    ``None`` is the local command line, trusted like the database file itself."""
+def acting(session: Session, actor: Reader | None, action: str) -> Reader | None:
+    """The actor as the database knows it now, allowed to do ``action`` (a stale page object
+    must not grant rights); ``None`` is the local command line, trusted like the database
+    file itself."""
     if actor is None:
         return None
     current = session.get(Reader, actor.id)
-    require(current, "manage_readers")
+    require(current, action)
     return current
 
 
@@ -132,7 +133,7 @@ def _account_change(db: Database, actor: Reader | None, change: AccountChange) -
     try:
         with db.transaction() as session:
             accounts.lock_readers(session)
-            return change(session, _acting(session, actor))
+            return change(session, acting(session, actor, "manage_readers"))
     except IntegrityError as exc:
         raise AccountError(f"The account change conflicts with another one: {exc.orig}") from None
 
@@ -263,7 +264,7 @@ def list_readers_for_admin(
     password hashes leave the database."""
     now = naive_utc(now)
     with db.read() as session:
-        _acting(session, actor)
+        acting(session, actor, "manage_readers")
         summaries = accounts.reader_summaries(session)
         waits = [username_delay_end(session, r.username, now) for r in summaries]
     return [

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from core.common.errors import UserError
 from core.common.store import ImageStore
@@ -20,7 +19,8 @@ from core.imaging.images import load_pixels
 from core.imaging.roi_detect import to_rgb_u8
 from core.imaging.swe_decode import read_color_scale
 from core.learning.dataset import ArrayCache
-from core.services.auth import require
+from core.services.auth import acting
+from db.cases import get_patient
 from db.engine import Database
 from db.models import Image, Patient, Reader
 from db.swe_presets import (
@@ -118,23 +118,11 @@ def list_scale_presets(db: Database) -> list[ScalePreset]:
 def swe_preset_key(db: Database, patient_code: str) -> PresetKey:
     """The preset of a patient's SWE image, or a UserError when the patient has none."""
     with db.read() as session:
-        image = session.scalar(
-            select(Image)
-            .join(Patient, Patient.id == Image.patient_id)
-            .where(Patient.code == patient_code, Image.modality == "SWE")
-        )
+        patient = get_patient(session, patient_code)
+        image = next((i for i in patient.images if i.modality == "SWE"), None) if patient else None
         if image is None:
             raise UserError(f"There is no SWE image of a patient {patient_code!r}.")
         return preset_key(image)
-
-
-def _acting(session: Session, actor: Reader | None) -> Reader | None:
-    """The actor as the database knows it now; None is the trusted local command line."""
-    if actor is None:
-        return None
-    current = session.get(Reader, actor.id)
-    require(current, "set_swe_scale")
-    return current
 
 
 def save_scale_preset(
@@ -143,7 +131,9 @@ def save_scale_preset(
     """Store the range for ``key`` in one audited transaction; a bad range is a UserError."""
     try:
         with db.transaction() as session:
-            return save_preset(session, key, low, high, units, _acting(session, actor))
+            return save_preset(
+                session, key, low, high, units, acting(session, actor, "set_swe_scale")
+            )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
@@ -151,4 +141,4 @@ def save_scale_preset(
 def delete_scale_preset(db: Database, key: PresetKey, actor: Reader | None) -> bool:
     """Remove the range for ``key``; its images go back to their labels, or to relative units."""
     with db.transaction() as session:
-        return delete_preset(session, key, _acting(session, actor))
+        return delete_preset(session, key, acting(session, actor, "set_swe_scale"))

@@ -15,7 +15,7 @@ from typing import Any, Final
 import cv2
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from core.common.boxes import Box
 from core.common.labels import dichotomize_grade
@@ -27,7 +27,7 @@ from core.services.review.cases import case_images, stored_boxes
 from core.services.review.errors import ModelPathError, ReviewError
 from core.services.review.model_views import ModelView, default_pixels, model_view, run_facts
 from core.services.review.predictor import RunPredictor, load_predictor
-from db.cases import case_labels
+from db.cases import case_labels, get_patient
 from db.engine import Database
 from db.models import ConsensusGrade, Grade, Patient, Reader
 from db.swe_presets import PresetKey, PresetLookup, ScalePreset, preset_key
@@ -185,11 +185,7 @@ def patient_review(
     crops = ArrayCache(None)
     full_pixels = full_pixels or default_pixels(store)
     with db.read() as session:
-        patient = session.scalar(
-            select(Patient)
-            .where(Patient.code == code)
-            .options(selectinload(Patient.ct), selectinload(Patient.images))
-        )
+        patient = get_patient(session, code)
         if patient is None:
             raise ReviewError(f"There is no patient {code!r}.")
         by_modality = {img.modality: img for img in patient.images}
