@@ -14,13 +14,20 @@ from PIL import Image, ImageDraw, ImageFont
 from bench.swe_labels import HELD_OUT, font_path, outcome, sweep
 from core.common.boxes import Box
 from core.imaging.roi_detect import detect_scale_bar, to_rgb_u8
-from core.imaging.swe_label_ocr import shapes_agree, text_boxes, zero_positions
+from core.imaging.swe_label_ocr import (
+    glyph_samples,
+    shape_fits,
+    shapes_agree,
+    text_boxes,
+    zero_positions,
+)
 from core.imaging.swe_label_vote import restore_decimals
 from core.imaging.swe_scale_labels import (
     Label,
     Refusal,
     ScaleReading,
     check_labels,
+    every_reading,
     read_labels,
     shear_speed_to_kpa,
 )
@@ -44,8 +51,8 @@ def test_real_mach30_labels_read_right(corpus) -> None:
 def test_held_out_fonts_read_right_or_refused_never_misread() -> None:
     results = [outcome(s) for s in sweep(HELD_OUT, 40, seed=7)]
     assert results.count("misread") == 0
-    # The target is 85 % correct; this reader reaches 79 % (bench.swe_labels), 32 of these 40.
-    assert results.count("correct") >= 0.75 * len(results), results
+    # The issue's target: 85 % correct (bench.swe_labels: 89 % of 90); here 35 of these 40.
+    assert results.count("correct") >= 0.85 * len(results), results
 
 
 def _end(text: str, y: int, views: tuple[str, ...] | None = None, shapes: bool = True) -> Label:
@@ -88,6 +95,48 @@ def test_zero_shape_tells_a_dotted_0_from_an_8(font: str, text: str) -> None:
     box, glyphs = text_boxes(contrast)[0]
     misread = text.replace("0", "8")  # Tesseract's reading of a dotted or slashed 0
     assert zero_positions(contrast, misread, box, glyphs) == {text.index("0")}
+
+
+@pytest.mark.parametrize("font", ["NotoSansMono-Bold", "DejaVuSansMono-Bold", "DejaVuSans", "C059"])
+@pytest.mark.parametrize("size", [14, 18])
+def test_0_and_8_told_apart_by_counters_and_waist(font: str, size: int) -> None:
+    # Under about 12 px a bold mono 0 looks pinched too; the scale checks (grid, no 8 at
+    # the ends) then refuse, as the sweeps show.
+    img = Image.new("L", (90, 40))
+    face = ImageFont.truetype(font_path(font), size)
+    ImageDraw.Draw(img).text((8, 8), "08", fill=255, font=face)
+    contrast = np.asarray(img)
+    box, glyphs = text_boxes(contrast)[0]
+    (_, zero), (_, eight) = glyph_samples(contrast, "08", box, glyphs)
+    assert shape_fits("0", zero) and not shape_fits("8", zero)  # dotted or slashed in mono
+    assert shape_fits("8", eight) and not shape_fits("0", eight)
+
+
+def _split(text: str, y: int, alternatives: tuple[str, ...]) -> Label:
+    """A label whose views disagree: not sure, with the readings enough views gave."""
+    views = tuple(t for t in alternatives for _ in range(4))
+    return Label(Box(120, y, 6 * len(text), 10), text, False, views, False, alternatives)
+
+
+def test_split_views_accepted_when_one_range_fits_them_all() -> None:
+    unit = _label("m/s", 85, x=95)
+    split = [unit, _split("7.9", 95, ("7.9", "7.5")), _split("5.0", 195, ("5.0", "3.0"))]
+    labels = [*split, _split("2.5", 295, ("2.0", "2.5"))]
+    assert isinstance(check_labels(labels, BAR), Refusal)  # no label is sure on its own
+    reading = every_reading(labels, BAR)
+    assert isinstance(reading, ScaleReading), reading
+    assert (reading.low, reading.high, reading.units) == (2.5, 7.5, "m/s")
+    assert [lb.text for lb in reading.labels[1:]] == ["7.5", "5.0", "2.5"]
+
+
+def test_split_views_refused_when_two_ranges_fit() -> None:
+    unit = _label("kPa", 85, x=95)
+    labels = [unit, _split("300", 95, ("300", "600")), _split("200", 162, ("200", "400"))]
+    labels += [_split("100", 228, ("100", "200")), _label("0", 290)]  # 300/200/100/0 or 600/...
+    reading = every_reading(labels, BAR)
+    assert isinstance(reading, Refusal), reading
+    assert "0–300 kPa or 0–600 kPa" in reading.reason
+    assert every_reading([unit, _split("90", 95, ("90", "80")), _label("0", 290)], BAR) is None
 
 
 def test_lost_decimal_point_put_back_only_in_the_labels_format() -> None:

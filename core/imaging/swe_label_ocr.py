@@ -265,6 +265,8 @@ def glyph_match(
 _HOLES = {d: ("",) for d in "12357"} | {"0": ("c",), "6": ("l",), "8": ("ul",), "9": ("u",)}
 _HOLES["4"] = ("", "c", "u", "l")  # open or closed, by font
 """Enclosed counters of each digit, top to bottom: (u)pper, (l)ower or (c)entral/tall."""
+_MIN_HOLE = 0.01
+"""Share of the glyph's box a counter must fill: smaller gaps are where strokes nearly touch."""
 
 
 def _holes(patch: np.ndarray) -> str:
@@ -272,7 +274,8 @@ def _holes(patch: np.ndarray) -> str:
 
     Ink is what passes 35 % of the glyph's strongest contrast, at its own resolution: a
     thin stroke of an anti-aliased glyph still closes its counter, and no interpolation
-    can open one.
+    can open one. A counter reaching from the upper third into the lower one is central
+    (a 0's); one that does not is upper (a 9's) or lower (a 6's) by its centre.
     """
     ink = (patch > 0.35 * float(np.percentile(patch, 99))).astype(np.uint8)
     ink = cv2.copyMakeBorder(ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
@@ -280,12 +283,28 @@ def _holes(patch: np.ndarray) -> str:
     height = ink.shape[0]
     found = []
     for i in range(1, n):
-        if labels[0, 0] == i:
-            continue  # the outside
-        tall = stats[i, cv2.CC_STAT_HEIGHT] > 0.4 * height
+        if labels[0, 0] == i or stats[i, cv2.CC_STAT_AREA] < _MIN_HOLE * ink.size:
+            continue  # the outside, or a pinhole where two strokes nearly meet
+        top = stats[i, cv2.CC_STAT_TOP] / height
+        bottom = top + stats[i, cv2.CC_STAT_HEIGHT] / height
         where = centroids[i][1] / height
-        found.append((where, "c" if tall and 0.35 < where < 0.65 else "u" if where < 0.5 else "l"))
+        found.append((where, "c" if top < 0.35 and bottom > 0.65 else "u" if where < 0.5 else "l"))
     return "".join(kind for _, kind in sorted(found))
+
+
+def shape_fits(char: str, patch: np.ndarray) -> bool:
+    """The glyph has the counters of ``char``; 0 and 8 are also told apart by the waist.
+
+    Mono fonts print a 0 with a dot or slash inside, which has an 8's two counters; the
+    outline tells them apart (``_waist``), so a 0 may have two counters and no waist, and
+    an 8 must have a waist.
+    """
+    holes = _holes(patch)
+    if char == "0" and holes == "ul":
+        return _waist(patch) >= _ZERO_WAIST
+    if char == "8":
+        return holes in _HOLES["8"] and _waist(patch) < _ZERO_WAIST
+    return holes in _HOLES[char]
 
 
 def shapes_agree(contrast: np.ndarray, text: str, box: Box, glyphs: list[Box]) -> bool:
@@ -295,7 +314,7 @@ def shapes_agree(contrast: np.ndarray, text: str, box: Box, glyphs: list[Box]) -
     '9') change a digit's counters; this check needs no second example of the digit.
     """
     samples = glyph_samples(contrast, text, box, glyphs)
-    return bool(samples) and all(_holes(p) in _HOLES[c] for c, p in samples)
+    return bool(samples) and all(shape_fits(c, p) for c, p in samples)
 
 
 _ZERO_WAIST = 0.9

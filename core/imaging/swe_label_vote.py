@@ -33,6 +33,9 @@ NUMBER = re.compile(r"^(?P<cmp>>)?(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?)$")
 """A number as printed by a bar, with the '>' of a title such as '>200'."""
 _SURE_SHARE = 2 / 3
 """A label's reading counts when at least this share of its views read exactly it."""
+ALTERNATIVE_VIEWS = 3
+"""Views that must give a reading for it to count as one the label may say."""
+_MAX_ALTERNATIVES = 3
 _GLYPH_SCORE, _GLYPH_MARGIN = 0.9, 0.1
 """A lone glyph matches a character of the other labels: correlation, lead over the next."""
 
@@ -52,6 +55,9 @@ class Label:
     sure: bool
     views: tuple[str, ...]
     shapes_agree: bool = False
+    alternatives: tuple[str, ...] = ()
+    """Readings (decimal points restored) that at least ``ALTERNATIVE_VIEWS`` views gave,
+    commonest first; none where a letter shows without the whitelist."""
 
 
 def _undotted(text: str) -> str:
@@ -68,6 +74,13 @@ def _letter_shows(free: str, text: str) -> bool:
     return any(c.isalpha() for c in letter_free(free)) and not any(
         c.isalpha() for c in letter_free(text)
     )
+
+
+def _alternatives(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str, ...]:
+    """Readings that enough views gave (``ALTERNATIVE_VIEWS``), commonest first."""
+    fixed = [restore_dot(t, box, glyphs) for t in views if t]
+    counted = collections.Counter(t for t in fixed if t is not None).most_common()
+    return tuple(t for t, n in counted[:_MAX_ALTERNATIVES] if n >= ALTERNATIVE_VIEWS)
 
 
 def _vote(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str | None, bool]:
@@ -165,17 +178,18 @@ def vote_labels(
         if zeros:
             said, changed = _zero_fixed(contrast, said, box, glyphs)
         text, sure = _vote(said, box, glyphs)
+        others = _alternatives(said, box, glyphs)
         if text and not single(box) and _letter_shows(free[i], text):
-            sure = False  # without the whitelist a letter shows ("8e")
-        voted.append((text, sure, said, changed))
+            sure, others = False, ()  # without the whitelist a letter shows ("8e")
+        voted.append((text, sure, said, changed, others))
     samples = [
         sample
-        for (box, glyphs), (text, sure, _, _) in zip(near, voted, strict=True)
+        for (box, glyphs), (text, sure, *_) in zip(near, voted, strict=True)
         if sure and text and not single(box)
         for sample in glyph_samples(contrast, text, box, glyphs)
     ]
     labels = []
-    for (box, glyphs), (text, sure, said, changed) in zip(near, voted, strict=True):
+    for (box, glyphs), (text, sure, said, changed, others) in zip(near, voted, strict=True):
         if single(box) and not sure:
             char, score, margin = glyph_match(contrast[box.y : box.y2, box.x : box.x2], samples)
             if char in said and score >= _GLYPH_SCORE and margin >= _GLYPH_MARGIN:
@@ -183,5 +197,5 @@ def vote_labels(
         frame_box = Box(box.x + region.x, box.y + region.y, box.w, box.h)
         shapes = bool(sure and text) and not changed
         shapes = shapes and _only_shape(contrast, text or "", said, box, glyphs)
-        labels.append(Label(frame_box, text or "", sure, tuple(said), shapes))
+        labels.append(Label(frame_box, text or "", sure, tuple(said), shapes, others))
     return labels

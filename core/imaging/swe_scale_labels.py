@@ -14,7 +14,10 @@ reading is accepted only when the printed labels agree with each other and with 
 3. two numbers alone, one at each end, are accepted only when the views agree and each
    digit's glyph has that digit's counters and no other reading's (``_end_labels_certain``);
 4. a refused bar is checked once more with 0-shaped glyphs read as 8 taken as 0 and lost
-   decimal points put back in the other labels' format; all checks above still apply.
+   decimal points put back in the other labels' format; all checks above still apply;
+5. a bar still refused is accepted when every combination of the readings enough views
+   gave (or leaving a label out) that passes the checks gives one and the same range
+   (``every_reading``).
 
 Anything else gives a :class:`Refusal` with the reason; the caller then asks for the range
 once per scanner preset (``core.imaging.swe_presets``) and marks stiffness as relative.
@@ -22,6 +25,9 @@ once per scanner preset (``core.imaging.swe_presets``) and marks stiffness as re
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +54,7 @@ _MAX_RESIDUAL_STEP = 0.12
 _MAX_PITCH_RATIO = 1.4
 _END_AGREEMENT = 0.03
 _MAX_SPEED = 20.0
+_MAX_COMBINATIONS = 5000
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,47 @@ def read_labels(rgb: np.ndarray, bar: Box) -> ScaleReading | Refusal:
     for retry in (zeros, restore_decimals(labels), restore_decimals(zeros)):
         if retry != labels and isinstance(again := check_labels(retry, bar), ScaleReading):
             return again  # a reading only the glyphs' shapes or the labels' format explain
-    return reading
+    return every_reading(labels, bar) or reading
+
+
+def _choices(label: Label, bar: Box) -> list[Label]:
+    """What a number beside the bar may say: its voted text if sure, each alternative, or
+    nothing (left out); labels above the bar and units stay as voted."""
+    if label.box.y2 <= bar.y + 2 or not any(c.isdigit() for t in label.alternatives for c in t):
+        return [label]
+    said = [label] if label.sure else []
+    said += [
+        dataclasses.replace(label, text=text, sure=True, shapes_agree=False)
+        for text in label.alternatives
+        if not (label.sure and text == label.text)
+    ]
+    return [*said, dataclasses.replace(label, sure=False)]
+
+
+def every_reading(labels: list[Label], bar: Box) -> ScaleReading | Refusal | None:
+    """The range when every consistent way of reading the labels gives the same one.
+
+    Where views of a label disagree (7.5 in five views, 7.9 in seven), voting alone leaves
+    the label out and a bar may keep too few numbers. Each label may instead say any
+    reading at least three views gave, or be left out; every combination goes through
+    ``check_labels``. One range from all that pass is accepted; two different ones are a
+    refusal naming both, as a wrong digit that still passes would be one of them. None
+    when no combination passes (or there are too many to try).
+    """
+    options = [_choices(label, bar) for label in labels]
+    if math.prod(map(len, options)) > _MAX_COMBINATIONS:
+        return None
+    found: dict[tuple[float, float, str], ScaleReading] = {}
+    for combination in itertools.product(*options):
+        reading = check_labels(list(combination), bar)
+        if isinstance(reading, ScaleReading):
+            found.setdefault((reading.low, reading.high, reading.units), reading)
+    if len(found) > 1:
+        ranges = " or ".join(f"{lo:g}–{hi:g} {unit}" for lo, hi, unit in sorted(found))
+        return Refusal(
+            f"The labels can be read as {ranges}: the range is not certain.", tuple(labels)
+        )
+    return next(iter(found.values()), None)
 
 
 def _title_candidates(label: Label) -> list[float]:
@@ -202,14 +249,18 @@ def _end_labels_certain(side: list[tuple[float, float, Label]], bar: Box) -> boo
     exactly the text, the digits' glyphs must have the counters of the digits read and not
     those of any other number a view read ('30' for '90'), and the top number must be the
     larger. No '8': a zero with a dot or slash inside (mono
-    fonts) has an 8's two counters, and Tesseract reads it as one.
+    fonts) has an 8's two counters, and Tesseract reads it as one. A lone 0 at the bottom
+    needs its shape only: Tesseract often reads nothing in a glyph that small, and any
+    other bottom number than 0 would have to be a whole multiple of the range.
     """
     top, bottom = sorted(side, key=lambda s: s[0])
     return (
         top[0] == bar.y
         and bottom[0] == bar.y2
         and top[1] > bottom[1]
-        and all(_only_reading(s[2]) and s[2].shapes_agree and "8" not in s[2].text for s in side)
+        and _only_reading(top[2])
+        and (_only_reading(bottom[2]) or bottom[2].text == "0")
+        and all(s[2].shapes_agree and "8" not in s[2].text for s in side)
     )
 
 
