@@ -240,6 +240,21 @@ def test_uniform_gray_panel_is_not_the_image_area() -> None:
     assert detect_ultrasound_area(rgb).iou(shot.us_box) >= 0.9
 
 
+@pytest.mark.parametrize("jpeg_quality", [None, 60])
+def test_text_block_touching_the_image_is_left_out(jpeg_quality: int | None) -> None:
+    """Settings text over the image's top-left corner (Esaote-like) merges into the image's
+    dense region; a line across the text is mostly empty, so the box stops at the image."""
+    rng = np.random.default_rng(0)
+    screen = np.zeros((360, 480, 3), np.uint8)
+    screen[70:330, 140:460] = rng.integers(40, 160, (260, 320, 1), dtype=np.uint8)
+    for i, line in enumerate(["B RES-A  G 54%", "P 30mm  XV C3", "PRC 16/4/1 PRS 4", "PST 0"]):
+        cv2.putText(screen, line, (100, 16 + 17 * i), cv2.FONT_HERSHEY_PLAIN, 1.1, (255,) * 3)
+    if jpeg_quality is not None:
+        _, data = cv2.imencode(".jpg", screen, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        screen = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    assert detect_ultrasound_area(screen).iou(Box(140, 70, 320, 260)) >= 0.9
+
+
 def test_gradient_strip_and_colored_icon_are_not_a_scale_bar() -> None:
     shot = build_screenshot()
     rgb = shot.rgb.copy()
