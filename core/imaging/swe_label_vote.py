@@ -76,23 +76,26 @@ def _letter_shows(free: str, text: str) -> bool:
     )
 
 
-def _alternatives(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str, ...]:
+def _tally(views: list[str], box: Box, glyphs: list[Box]) -> collections.Counter[str]:
+    """How many views gave each reading, decimal points checked on the ink (``restore_dot``)."""
+    fixed = (restore_dot(t, box, glyphs) for t in views if t)
+    return collections.Counter(t for t in fixed if t is not None)
+
+
+def _alternatives(tally: collections.Counter[str]) -> tuple[str, ...]:
     """Readings that enough views gave (``ALTERNATIVE_VIEWS``), commonest first."""
-    fixed = [restore_dot(t, box, glyphs) for t in views if t]
-    counted = collections.Counter(t for t in fixed if t is not None).most_common()
-    return tuple(t for t, n in counted[:_MAX_ALTERNATIVES] if n >= ALTERNATIVE_VIEWS)
+    counted = tally.most_common(_MAX_ALTERNATIVES)
+    return tuple(t for t, n in counted if n >= ALTERNATIVE_VIEWS)
 
 
-def _vote(views: list[str], box: Box, glyphs: list[Box]) -> tuple[str | None, bool]:
+def _vote(views: list[str], tally: collections.Counter[str]) -> tuple[str | None, bool]:
     """The label's commonest reading, and whether enough of the views read exactly it.
 
     A view that read nothing does not disagree; a majority of all views must still agree.
     """
-    fixed = [restore_dot(t, box, glyphs) if t else None for t in views]
-    said = [t for t in fixed if t is not None]
-    if not said:
+    if not tally:
         return None, False
-    text, count = collections.Counter(said).most_common(1)[0]
+    text, count = tally.most_common(1)[0]
     return text, count >= _SURE_SHARE * len([v for v in views if v]) and 2 * count > len(views)
 
 
@@ -143,7 +146,7 @@ def _zero_fixed(
     glyphs, where it read 0, 6, 8 or 9, so that a dotted 0 read as 8 in some views and 0
     in others is voted as the 0 its outline shows.
     """
-    text, _ = _vote(said, box, glyphs)
+    text, _ = _vote(said, _tally(said, box, glyphs))
     zeros = zero_positions(contrast, text, box, glyphs) if text else set()
     if not text or not zeros:
         return said, False
@@ -177,8 +180,9 @@ def vote_labels(
         changed = False
         if zeros:
             said, changed = _zero_fixed(contrast, said, box, glyphs)
-        text, sure = _vote(said, box, glyphs)
-        others = _alternatives(said, box, glyphs)
+        tally = _tally(said, box, glyphs)
+        text, sure = _vote(said, tally)
+        others = _alternatives(tally)
         if text and not single(box) and _letter_shows(free[i], text):
             sure, others = False, ()  # without the whitelist a letter shows ("8e")
         voted.append((text, sure, said, changed, others))
