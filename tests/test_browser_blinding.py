@@ -23,7 +23,7 @@ from db.engine import Database
 from db.models import Reader
 from db.readers import get_reader
 from tests.serve import CHROMIUM, streamlit_server
-from tests.test_browser_grading import _wait_idle, sign_in
+from tests.test_browser_grading import FINISHED, _wait_idle, sign_in
 from tests.tiny_runs import add_tiny_run
 
 pytestmark = [
@@ -41,7 +41,6 @@ READER_MENU = {
     "Models": "Model registry",
 }
 """Each page of a reader's menu, and a text that is there once the page has rendered."""
-FINISHED = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 @pytest.fixture

@@ -27,10 +27,21 @@ pytestmark = [
 ]
 
 
+FINISHED = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+"""The app once its script run has finished: the state the frontend itself keeps."""
+SETTLE_S = 60
+"""How long the layout may take to reach what a check waits for: as long as a rerun may."""
+
+
 def _wait_idle(page) -> None:
-    """Let a rerun start, then wait until Streamlit's running indicator is gone."""
+    """Let a rerun start, then wait until it has finished.
+
+    The running indicator alone is not enough: it appears only after a delay, so a
+    loaded machine can be mid-run with the indicator still hidden.
+    """
     page.wait_for_timeout(300)
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
+    page.locator(FINISHED).wait_for(state="attached", timeout=60_000)
 
 
 def sign_in(page, username: str, password: str = DEMO_PASSWORD) -> None:
@@ -74,7 +85,7 @@ catches up; the reader never sees it, so it is not counted.
 
 def canvases(page, count: int) -> list[dict]:
     """Where the shown drawing canvases are, once ``count`` are shown and stay put."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + SETTLE_S
     last = None
     while True:
         _wait_idle(page)
@@ -86,14 +97,20 @@ def canvases(page, count: int) -> list[dict]:
         page.wait_for_timeout(300)
 
 
-def wait_for_canvas_width(page, above: float) -> dict:
-    """The first shown canvas, once zoom has made it wider than ``above`` and it stays put."""
-    deadline = time.monotonic() + 30
+def wait_for_zoom(page, above: float) -> dict:
+    """The GSU canvas once zoom has made it wider than ``above`` and than its column.
+
+    At zoom 1 the canvas fits its column; zoomed, it runs under the SWE canvas beside it
+    (its column scrolls to pan). That holds whatever size the window reports: the page
+    first renders at a default size until the browser reports the real one, and a width
+    read then is no baseline (CI once read 444 px for a canvas whose real width was 414).
+    """
+    deadline = time.monotonic() + SETTLE_S
     while True:
-        first = canvases(page, count=2)[0]
-        if first["width"] > above:
-            return first
-        assert time.monotonic() < deadline, "zoom did not enlarge the canvas"
+        gsu, swe = canvases(page, count=2)
+        if gsu["width"] > above and gsu["x"] + gsu["width"] > swe["x"]:
+            return gsu
+        assert time.monotonic() < deadline, f"zoom did not enlarge the canvas: {gsu}, {swe}"
         page.wait_for_timeout(200)
 
 
@@ -103,7 +120,7 @@ def wait_for_side_by_side(page) -> None:
     Only the layout the reader works in counts: on a loaded CI machine one settled reading
     caught the SWE canvas 340 px below the GSU one while reruns were still catching up.
     """
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + SETTLE_S
     while True:
         gsu, swe = canvases(page, count=2)
         if abs(gsu["y"] - swe["y"]) < 2 and swe["x"] >= gsu["x"] + gsu["width"]:
@@ -153,7 +170,7 @@ def test_zoom_after_drawing_stores_the_box_as_drawn(demo_env, browser):
         native = canvases(page, count=2)[0]["width"]
         zoom = page.get_by_test_id("stSidebar").get_by_test_id("stButtonGroup")
         zoom.get_by_text("1.5×", exact=True).click()
-        area = wait_for_canvas_width(page, native * 1.4)
+        area = wait_for_zoom(page, native)
         scale = area["width"] / 640
         start, end = (120.0, 80.0), (400.0, 300.0)
         page.mouse.move(area["x"] + start[0], area["y"] + start[1])
@@ -166,7 +183,7 @@ def test_zoom_after_drawing_stores_the_box_as_drawn(demo_env, browser):
             *map(int, re.search(r"\((\d+), (\d+), (\d+), (\d+)\)", caption.inner_text()).groups())
         )
         zoom.get_by_text("2×", exact=True).click()
-        wait_for_canvas_width(page, area["width"] * 1.2)
+        wait_for_zoom(page, area["width"] * 1.2)
         page.get_by_text(f"Drawn box: {drawn.as_tuple()}").wait_for(timeout=60_000)
         grade(page, 2)
         save_and_next(page, "DEMO-002")

@@ -24,7 +24,7 @@ import pytest
 
 from core.services.demo import DEMO_PASSWORD
 from tests.serve import CHROMIUM, streamlit_server
-from tests.test_browser_grading import _wait_idle, sign_in
+from tests.test_browser_grading import FINISHED, _wait_idle, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -38,7 +38,6 @@ ADMIN_BUTTON = "Create reader"
 SIGNED_OUT_TITLES = {"Sign in", "Create the first administrator"}
 DATA_MARKERS = ("patient(s) match", "DEMO-0")
 """Text that only a page showing patient data contains."""
-FINISHED = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 def _settle(page) -> None:
