@@ -61,7 +61,7 @@ def _prepare(folder: Path, n: int) -> None:
     db.dispose()
 
 
-def page_seconds(folder: Path, page: str, reader: str, cache: str) -> float:
+def page_seconds(folder: Path, page: str, reader: str, cache: str, repeat: int = 3) -> float:
     os.environ["SARCOPENIA_DATA_DIR"] = str(folder)
     os.environ.pop("DATABASE_URL", None)
 
@@ -76,13 +76,14 @@ def page_seconds(folder: Path, page: str, reader: str, cache: str) -> float:
         if at.exception:
             raise RuntimeError(f"{page}: {at.exception[0].stack_trace}")
 
-    return median_seconds(run, repeat=3, warmup=1)
+    return median_seconds(run, repeat=repeat, warmup=1)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", type=int, default=160)
     parser.add_argument("--large", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per page (median)")
     args = parser.parse_args(argv)
     rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for page, reader in ROLES.items():
             for cache in CACHES:
                 name = f"{page} as {reader}, {cache}"
-                small = page_seconds(folders[args.small], page, reader, cache)
-                large = page_seconds(folders[args.large], page, reader, cache)
+                small = page_seconds(folders[args.small], page, reader, cache, args.repeat)
+                large = page_seconds(folders[args.large], page, reader, cache, args.repeat)
                 ratio = large / small
                 ok = ratio <= MAX_RATIO
                 rows.append([name, small, large, ratio, "ok" if ok else "MISS"])

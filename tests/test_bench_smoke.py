@@ -54,7 +54,7 @@ BENCHES = [
     ),
     Smoke(
         pages,
-        ["--small", "6", "--large", "12"],
+        ["--small", "6", "--large", "12", "--repeat", "1"],
         "pages: AppTest run time, 6 vs 12",
         tuple(
             f"{page} as {role}, {cache}"
