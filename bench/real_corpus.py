@@ -77,11 +77,19 @@ def _mirrored(pixels: np.ndarray) -> tuple[np.ndarray, Move]:
     return pixels[:, ::-1], lambda b: [width - b[2], b[1], width - b[0], b[3]]
 
 
+def _framed(pixels: np.ndarray) -> tuple[np.ndarray, Move]:
+    """The screen inside a viewer's dark gray frame, as a screenshot of a PACS viewer has it."""
+    top, left = 80, 120
+    framed = cv2.copyMakeBorder(pixels, top, 40, left, 60, cv2.BORDER_CONSTANT, value=(28,) * 3)
+    return framed, lambda b: [b[0] + left, b[1] + top, b[2] + left, b[3] + top]
+
+
 VARIANTS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, Move]]] = {
     "no header": lambda pixels: (pixels, lambda b: b),
     "70 %": _shrunk,
     "JPEG 60": _jpeg,
     "mirrored": _mirrored,
+    "framed": _framed,
 }
 """Altered copies for ``--stress``; every one also drops the DICOM header."""
 

@@ -55,12 +55,21 @@ def test_color_boxes_of_doppler_and_swe_screens(results: list[FileResult]) -> No
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_altered_copies_never_crash_or_invent_a_color_box(corpus: Path, variant: str) -> None:
-    """Without the header, shrunk, recompressed or mirrored: the pixel path still finds most
-    views (today 18-19 of 22) and never proposes a color box where there is none."""
+    """Without the header, shrunk, recompressed, mirrored or in a viewer's frame: the pixel
+    path still finds most views (today 18-19 of 22) and never proposes a color box where
+    there is none."""
     results = evaluate(corpus, variant)
     assert [r.error for r in results if r.error] == []
     assert [r.name for r in results if r.color_false_alarm] == []
     assert sum(r.views_found == r.views_true for r in results) >= 18
+
+
+def test_a_screenshot_in_a_viewers_frame_keeps_its_color_box(corpus: Path) -> None:
+    """The frame makes the scale bar a smaller share of the image; it must still be found,
+    or the SWE screen loses its color box."""
+    swe = next(r for r in evaluate(corpus, "framed") if r.name == "swepy_sc0.png")
+    assert swe.views_found == 2
+    assert swe.color_iou is not None and swe.color_iou >= COLOR_IOU
 
 
 @pytest.mark.parametrize("name", ["dcm4che_YBR_422_Esaote.dcm", "dcm4che_YBR_FULL-RLE_Acuson.dcm"])

@@ -34,6 +34,11 @@ BAR_MIN_COLOR_SPAN = 80.0
 """RGB distance the bar's rows must cover from end to middle: a scale runs through colors,
 a colored label or button is one color."""
 
+BAR_MIN_HEIGHT_SHARE = 0.06
+"""Shortest scale bar, as a share of the frame's height. A screenshot of a viewer holds the
+scanner's screen in a frame, so the bar is a smaller share of it: the SwePy screenshot's
+bar (216 px of 1,800) was lost at 0.12 once a 120-pixel frame was added."""
+
 BLACK_LEVEL = 12
 """Gray level at or below which a pixel counts as the black surround."""
 
@@ -198,7 +203,7 @@ def detect_scale_bar(rgb: np.ndarray) -> Box | None:
     strips = cv2.morphologyEx(colored, cv2.MORPH_CLOSE, bridge)
     n, _, stats, _ = cv2.connectedComponentsWithStats(strips, connectivity=8)
     best, best_score = None, 0.0
-    min_h = max(24, int(0.12 * height))
+    min_h = max(24, int(BAR_MIN_HEIGHT_SHARE * height))
     for i in range(1, n):
         x, y, w, h, _ = (int(v) for v in stats[i])
         if h < min_h or w < 3 or h < 3 * w or w > 0.1 * width:
