@@ -138,17 +138,16 @@ def restore_decimals(labels: list[Label]) -> list[Label]:
 
 
 def _zero_fixed(
-    contrast: np.ndarray, said: list[str], box: Box, glyphs: list[Box]
+    contrast: np.ndarray, said: list[str], text: str, box: Box, glyphs: list[Box]
 ) -> tuple[list[str], bool]:
     """Views with each 0-shaped glyph read as 0 (``swe_label_ocr.zero_positions``); changed?
 
-    A view is rewritten only where it differs from the commonest reading just at those
-    glyphs, where it read 0, 6, 8 or 9, so that a dotted 0 read as 8 in some views and 0
-    in others is voted as the 0 its outline shows.
+    ``text`` is the views' commonest reading. A view is rewritten only where it differs
+    from it just at those glyphs, where it read 0, 6, 8 or 9, so that a dotted 0 read as 8
+    in some views and 0 in others is voted as the 0 its outline shows.
     """
-    text, _ = _vote(said, _tally(said, box, glyphs))
-    zeros = zero_positions(contrast, text, box, glyphs) if text else set()
-    if not text or not zeros:
+    zeros = zero_positions(contrast, text, box, glyphs)
+    if not zeros:
         return said, False
     target = "".join("0" if i in zeros else c for i, c in enumerate(text))
 
@@ -177,11 +176,14 @@ def vote_labels(
     voted = []
     for i, (box, glyphs) in enumerate(near):
         said = [v[i] for v in views]
-        changed = False
-        if zeros:
-            said, changed = _zero_fixed(contrast, said, box, glyphs)
         tally = _tally(said, box, glyphs)
         text, sure = _vote(said, tally)
+        changed = False
+        if zeros and text:
+            said, changed = _zero_fixed(contrast, said, text, box, glyphs)
+            if changed:
+                tally = _tally(said, box, glyphs)
+                text, sure = _vote(said, tally)
         others = _alternatives(tally)
         if text and not single(box) and _letter_shows(free[i], text):
             sure, others = False, ()  # without the whitelist a letter shows ("8e")
