@@ -24,7 +24,7 @@ import pytest
 
 from core.services.demo import DEMO_PASSWORD
 from tests.serve import CHROMIUM, streamlit_server
-from tests.test_browser_grading import FINISHED, _wait_idle, sign_in
+from tests.test_browser_grading import _wait_idle, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,17 +40,11 @@ DATA_MARKERS = ("patient(s) match", "DEMO-0")
 """Text that only a page showing patient data contains."""
 
 
-def _settle(page) -> None:
-    """Wait until the app's first script run has finished (not only started)."""
-    page.locator(FINISHED).wait_for(state="attached", timeout=60_000)
-    _wait_idle(page)
-
-
 def _new_page(browser, url: str):
     """A page in a fresh browser context (nothing shared with other pages) at ``url``."""
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url, wait_until="networkidle")
-    _settle(page)
+    _wait_idle(page)  # the first script run finished, not only started
     return page
 
 
